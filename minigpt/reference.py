@@ -1,0 +1,267 @@
+"""The reference GPT-2 that every chapter checks itself against.
+
+``load_reference()`` gives GPT-2 small as Hugging Face's ``GPT2LMHeadModel`` wrapped in
+TransformerLens's ``TransformerBridge``, which exposes a hook on every activation.
+
+* **Weights.** Real GPT-2 weights are used whenever they can be had: from the local
+  Hugging Face cache, or from the hub when it answers. Otherwise the reference is GPT-2
+  small's exact architecture (``GPT2Config()``) with seeded random weights, and it says
+  so (``.weights == "random"``). Either way the comparisons in the book are real: our
+  modules get the same weights and the same input as the reference.
+* **Tokenizer.** Built offline from GPT-2's published BPE tables (see
+  :mod:`minigpt.assets`), saved once to the cache folder and loaded from there.
+* **Forcing a mode.** ``$MINIGPT_WEIGHTS`` (or the ``weights=`` argument) is ``auto``
+  (the default), ``pretrained`` (an error if the weights cannot be had) or ``random``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from minigpt.assets import cache_dir, gpt2_bpe_files
+from minigpt.device import resolve_device
+
+WEIGHTS_ENV = "MINIGPT_WEIGHTS"
+WEIGHT_MODES = ("auto", "pretrained", "random")
+RANDOM_SEED = 0  # the seed of the random-weight fallback, so every run sees the same model
+HUB_MODEL = "gpt2"  # GPT-2 small on the Hugging Face hub
+BOS_TOKEN = "<|endoftext|>"  # GPT-2 uses its end-of-text token as beginning-of-sequence too
+BOS_ID = 50256
+
+
+class ReferenceUnavailable(RuntimeError):
+    """The reference cannot be loaded the way it was asked for."""
+
+
+@dataclass
+class Reference:
+    """GPT-2 small, ready to compare against.
+
+    Attributes:
+        bridge: TransformerLens ``TransformerBridge`` around ``hf_model``; use
+            ``bridge.run_with_cache(tokens)`` to read any hook.
+        hf_model: the Hugging Face ``GPT2LMHeadModel`` (same parameters as ``bridge``).
+        tokenizer: GPT-2's Hugging Face tokenizer, built offline.
+        weights: ``"pretrained"`` (OpenAI's trained GPT-2) or ``"random"`` (seeded init).
+        device: where the model lives.
+        reason: one sentence on why these weights were chosen.
+        load_seconds: how long loading took.
+    """
+
+    bridge: object
+    hf_model: torch.nn.Module
+    tokenizer: object
+    weights: str
+    device: torch.device
+    reason: str
+    load_seconds: float = field(default=0.0)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights == "pretrained"
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True) -> torch.Tensor:
+        """Token ids ``[batch, pos]`` on the reference's device, with ``<|endoftext|>`` first."""
+        texts = [text] if isinstance(text, str) else list(text)
+        ids = [self.tokenizer.encode(t) for t in texts]
+        if prepend_bos:
+            ids = [[BOS_ID, *row] for row in ids]
+        if len({len(row) for row in ids}) != 1:
+            raise ValueError("texts tokenize to different lengths; pass them one at a time")
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def summary(self) -> str:
+        n_params = sum(p.numel() for p in self.hf_model.parameters())
+        mode = "PRETRAINED GPT-2 weights" if self.pretrained else "RANDOM weights (seeded)"
+        return (
+            f"Reference GPT-2 small: {mode}, {n_params / 1e6:.1f}M parameters, "
+            f"on {self.device}, loaded in {self.load_seconds:.1f} s. {self.reason}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Reference(weights={self.weights!r}, device={str(self.device)!r})"
+
+    def _repr_html_(self) -> str:
+        colour = "#1b7f3b" if self.pretrained else "#b35900"
+        return (
+            f'<div style="border-left:6px solid {colour};padding:6px 10px;margin:4px 0;">'
+            f"<b>{html.escape(self.summary().split(':')[0])}</b>: "
+            f"{html.escape(self.summary().split(':', 1)[1])}</div>"
+        )
+
+
+def weights_mode(weights: str | None = None) -> str:
+    """The requested mode: the argument, else ``$MINIGPT_WEIGHTS``, else ``auto``."""
+    mode = (weights or os.environ.get(WEIGHTS_ENV) or "auto").strip().lower()
+    if mode not in WEIGHT_MODES:
+        source = "weights" if weights else f"${WEIGHTS_ENV}"
+        raise ValueError(f"{source}={mode!r} is not one of {', '.join(WEIGHT_MODES)}")
+    return mode
+
+
+def gpt2_hf_tokenizer():
+    """GPT-2's tokenizer as a Hugging Face ``GPT2TokenizerFast``, built from the verified tables.
+
+    It is saved once under ``cache_dir()/gpt2-tokenizer`` and loaded from there (the bridge
+    needs a tokenizer that knows its own folder).
+    """
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    folder = cache_dir() / "gpt2-tokenizer"
+    stamp = folder / "minigpt-source.json"
+    files = gpt2_bpe_files()
+    if not stamp.is_file():
+        vocab = json.loads(files.encoder_json.read_text(encoding="utf-8"))
+        lines = files.vocab_bpe.read_text(encoding="utf-8").splitlines()
+        merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0 is a version tag
+        tok = GPT2TokenizerFast(
+            vocab=vocab,
+            merges=merges,
+            bos_token=BOS_TOKEN,
+            eos_token=BOS_TOKEN,
+            unk_token=BOS_TOKEN,
+            add_prefix_space=False,
+        )
+        if len(tok) != 50257:
+            raise ReferenceUnavailable(f"built a GPT-2 tokenizer with {len(tok)} tokens, not 50257")
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tok.save_pretrained(tmp)
+        (tmp / stamp.name).write_text(json.dumps({"from": str(files.encoder_json.parent)}))
+        with contextlib.suppress(OSError):
+            tmp.replace(folder)  # atomic: another process may have won the race, which is fine
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.pad_token = BOS_TOKEN
+    return tok
+
+
+def _cached_pretrained_path() -> Path | None:
+    """The folder of GPT-2's weights in the local Hugging Face cache, if they are there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
+        return None
+    for weights_file in ("model.safetensors", "pytorch_model.bin"):
+        config = try_to_load_from_cache(HUB_MODEL, "config.json")
+        weights = try_to_load_from_cache(HUB_MODEL, weights_file)
+        if isinstance(config, str) and isinstance(weights, str):
+            return Path(weights).parent
+    return None
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    A plain ``from_pretrained`` spends ~30 s in retries before giving up offline; this
+    decides in at most ``timeout`` seconds.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_pretrained_hf():
+    """OpenAI's GPT-2 small from the cache or the hub; ``(model, reason)`` or ``(None, reason)``."""
+    from transformers import GPT2LMHeadModel
+
+    if _cached_pretrained_path() is not None:
+        model = GPT2LMHeadModel.from_pretrained(HUB_MODEL, local_files_only=True)
+        return model, "Real GPT-2 weights, from the local Hugging Face cache."
+    if not hub_reachable():
+        return None, "The real weights are not in the Hugging Face cache and the hub is unreachable."
+    try:
+        model = GPT2LMHeadModel.from_pretrained(HUB_MODEL)
+    except OSError as err:
+        return None, f"Downloading the real weights failed ({type(err).__name__})."
+    return model, "Real GPT-2 weights, downloaded from the Hugging Face hub."
+
+
+def random_gpt2_hf(seed: int = RANDOM_SEED):
+    """GPT-2 small's exact architecture with weights drawn from its own init, seeded."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(GPT2Config())
+    return model
+
+
+def _boot_bridge(hf_model, tokenizer, device: torch.device):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TL warns about things that do not apply to GPT-2
+        bridge = TransformerBridge.boot_transformers(
+            HUB_MODEL, hf_model=hf_model, tokenizer=tokenizer, device=str(device)
+        )
+    return bridge
+
+
+_LOADED: dict[tuple[str, str], Reference] = {}
+
+
+def load_reference(weights: str | None = None, device: str | torch.device | None = None) -> Reference:
+    """GPT-2 small through TransformerLens, loaded once per process.
+
+    Args:
+        weights: ``"auto"`` (default; real weights when reachable, else seeded random),
+            ``"pretrained"`` (raise :class:`ReferenceUnavailable` if unreachable) or
+            ``"random"``. Defaults to ``$MINIGPT_WEIGHTS``.
+        device: ``"auto"`` (default: CUDA, then MPS, then CPU), or a device name.
+            Defaults to ``$MINIGPT_DEVICE``.
+    """
+    mode = weights_mode(weights)
+    dev = resolve_device(device)
+    for key in ((mode, str(dev)), ("pretrained" if mode == "auto" else mode, str(dev))):
+        if key in _LOADED:
+            return _LOADED[key]
+
+    start = time.perf_counter()
+    hf_model, reason = None, "Random weights were asked for."
+    if mode in ("auto", "pretrained"):
+        hf_model, reason = _load_pretrained_hf()
+        if hf_model is None and mode == "pretrained":
+            raise ReferenceUnavailable(
+                f"{WEIGHTS_ENV}=pretrained, but the real GPT-2 weights cannot be had: {reason} "
+                f"Fill the Hugging Face cache (run `python -c \"from transformers import "
+                f"GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('gpt2')\"` where the hub is "
+                f"reachable) or set {WEIGHTS_ENV}=random."
+            )
+    resolved = "pretrained" if hf_model is not None else "random"
+    if hf_model is None:
+        hf_model = random_gpt2_hf()
+        if mode == "auto":
+            reason += f" Using GPT-2 small's architecture with random weights (seed {RANDOM_SEED})."
+    hf_model = hf_model.to(dev).eval()
+    tokenizer = gpt2_hf_tokenizer()
+    bridge = _boot_bridge(hf_model, tokenizer, dev)
+    ref = Reference(
+        bridge=bridge,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        weights=resolved,
+        device=dev,
+        reason=reason,
+        load_seconds=time.perf_counter() - start,
+    )
+    _LOADED[(resolved, str(dev))] = ref
+    _LOADED[(mode, str(dev))] = ref
+    return ref
