@@ -1,0 +1,17 @@
+"""Shared fixtures. Every test runs minigpt under jaxtyping's runtime shape checker."""
+
+from jaxtyping import install_import_hook
+
+# Must run before anything imports minigpt: every annotated function is then checked
+# (shapes and dtypes) by beartype at call time.
+install_import_hook("minigpt", "beartype.beartype")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The reference GPT-2 (loaded once for the whole test session, ~10 s on 2 cores)."""
+    from minigpt.reference import load_reference
+
+    return load_reference()
