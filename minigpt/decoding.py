@@ -1,0 +1,138 @@
+"""The part of generation that talks to the model: prompt checks, the cache, the context.
+
+:class:`Decoder` holds a batch of growing sequences and hands out the logits for the
+next token of each, one step at a time. With the key/value cache each step feeds the
+model only the tokens it has not seen; without it, each step re-reads everything (the
+slow loop that the cache must agree with, token for token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+CONTEXT_OVERFLOW = ("slide", "stop")
+
+
+def check_prompt(
+    model: torch.nn.Module,
+    tokens: Tensor,
+    attention_mask: Tensor | None = None,
+) -> None:
+    """Raise a ``ValueError`` that says what is wrong with a prompt, if anything is."""
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be a [batch, pos] tensor of token ids, got {shape}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
+    batch, pos = tokens.shape
+    if batch == 0 or pos == 0:
+        raise ValueError(
+            f"the prompt is empty (tokens.shape={tuple(tokens.shape)}); give at least one token, "
+            "e.g. the <|endoftext|> token (50256 for GPT-2) to generate from nothing"
+        )
+    cfg = model.cfg
+    if pos > cfg.n_ctx:
+        raise ValueError(f"the prompt has {pos} tokens, more than the model's n_ctx={cfg.n_ctx}")
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= cfg.d_vocab:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.d_vocab})")
+    if attention_mask is None:
+        return
+    if attention_mask.shape != tokens.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, tokens {tuple(tokens.shape)}; "
+            "they must match"
+        )
+    mask = attention_mask.long()
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+    if not (mask[:, -1] == 1).all() or (mask.diff(dim=-1) < 0).any():
+        raise ValueError(
+            "attention_mask must describe LEFT padding (zeros, then ones, the last column all ones): "
+            "generation appends after the last column"
+        )
+
+
+def check_count(name: str, value: object, low: int) -> None:
+    """Raise unless ``value`` is an integer >= ``low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def token_set(name: str, ids: int | Sequence[int] | None, d_vocab: int, device) -> Tensor:
+    """A tensor of the token ids ``ids`` (one id, several, or none), each checked."""
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    for t in ids:
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < d_vocab:
+            raise ValueError(f"{name} contains {t!r}; token ids must be integers in [0, {d_vocab})")
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+class Decoder:
+    """A batch of sequences that grows one token per row per step.
+
+    ``context_overflow`` says what happens once a sequence is longer than ``n_ctx``:
+    ``"slide"`` feeds the model the last ``n_ctx`` tokens (positions counted from the
+    window's start) without the cache, whose absolute positions no longer fit;
+    ``"stop"`` makes :meth:`next_logits` return ``None``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokens: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"] | Bool[Tensor, "batch pos"] | None,
+        use_kv_cache: bool,
+        context_overflow: str = "slide",
+    ):
+        if context_overflow not in CONTEXT_OVERFLOW:
+            raise ValueError(
+                f"context_overflow={context_overflow!r} must be one of {CONTEXT_OVERFLOW}"
+            )
+        self.model = model
+        self.n_ctx = model.cfg.n_ctx
+        self.tokens = tokens
+        self.mask = None if attention_mask is None else attention_mask.long()
+        self.cache = model.new_cache(tokens.shape[0]) if use_kv_cache else None
+        self.context_overflow = context_overflow
+        self._seen = 0  # columns of self.tokens already in the cache
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    def next_logits(self) -> Float[Tensor, "batch d_vocab"] | None:
+        """Logits for the token after each row's last one (``None``: context full, "stop")."""
+        if self.length > self.n_ctx:
+            if self.context_overflow == "stop":
+                return None
+            self.cache = None  # sliding window from here on
+            window = slice(self.length - self.n_ctx, None)
+            mask = None if self.mask is None else self.mask[:, window]
+            return self.model(self.tokens[:, window], attention_mask=mask)[:, -1]
+        if self.cache is None:
+            return self.model(self.tokens, attention_mask=self.mask)[:, -1]
+        logits = self.model(
+            self.tokens[:, self._seen :], cache=self.cache, attention_mask=self.mask
+        )
+        self._seen = self.length
+        return logits[:, -1]
+
+    def append(self, next_tokens: Int[Tensor, " batch"]) -> None:
+        """Add one token at the end of every row."""
+        self.tokens = torch.cat([self.tokens, next_tokens[:, None]], dim=1)
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+
+    def select(self, rows: Int[Tensor, " new_batch"]) -> None:
+        """Keep (and reorder, or repeat) these rows: beam search's survivors."""
+        self.tokens = self.tokens[rows]
+        if self.mask is not None:
+            self.mask = self.mask[rows]
+        if self.cache is not None:
+            self.cache.select(rows)
