@@ -51,7 +51,8 @@ class Reference:
     Attributes:
         bridge: TransformerLens ``TransformerBridge`` around ``hf_model``; use
             ``bridge.run_with_cache(tokens)`` to read any hook.
-        hf_model: the Hugging Face ``GPT2LMHeadModel`` (same parameters as ``bridge``).
+        hf_model: the Hugging Face ``GPT2LMHeadModel``, untouched (the bridge wraps a copy
+            with the same weights).
         tokenizer: GPT-2's Hugging Face tokenizer, built offline.
         weights: ``"pretrained"`` (OpenAI's trained GPT-2) or ``"random"`` (seeded init).
         device: where the model lives.
@@ -211,7 +212,17 @@ def random_gpt2_hf(seed: int = RANDOM_SEED):
 
 
 def _boot_bridge(hf_model, tokenizer, device: torch.device):
+    """Wrap a copy of ``hf_model`` in a TransformerBridge.
+
+    The bridge rebuilds the module tree it is given (it splits GPT-2's fused ``c_attn`` into
+    q, k, v and wraps every module), so it gets a deep copy: the ``hf_model`` we hand out
+    stays a plain Hugging Face model with its usual ``state_dict``.
+    """
+    import copy
+
     from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model = copy.deepcopy(hf_model)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TL warns about things that do not apply to GPT-2
