@@ -3,8 +3,9 @@
 from jaxtyping import install_import_hook
 
 # Must run before anything imports minigpt: every annotated function is then checked
-# (shapes and dtypes) by beartype at call time.
-install_import_hook("minigpt", "beartype.beartype")
+# (shapes and dtypes) by beartype at call time. The checker lives in minigpt_typecheck.py
+# beside this file (pytest puts this folder on sys.path).
+install_import_hook("minigpt", "minigpt_typecheck.checker")
 
 import pytest  # noqa: E402
 
