@@ -72,18 +72,31 @@ def hf_to_tl_state_dict(
     return out
 
 
-def load_tl_parameters(model: torch.nn.Module, params: dict[str, Tensor]) -> None:
+def load_tl_parameters(model: torch.nn.Module, params: dict[str, Tensor], prefix: str = "") -> None:
     """Copy TransformerLens-named ``params`` into ``model``: the keys must match exactly and
-    every shape must agree. Raises ValueError naming the first problem."""
+    every shape must agree. Raises ValueError naming the first problem.
+
+    ``prefix`` loads one part of a model into a module of its own: with
+    ``prefix="blocks.0.attn."`` an :class:`~minigpt.attention.Attention` gets layer 0's
+    ``W_Q``, ``b_Q``, ... (only keys under the prefix are considered).
+    """
+    if prefix:
+        params = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        if not params:
+            raise ValueError(f"no parameter name starts with prefix={prefix!r}")
     ours = dict(model.named_parameters())
     missing = sorted(set(ours) - set(params))
     unexpected = sorted(set(params) - set(ours))
     if missing or unexpected:
-        raise ValueError(f"key mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"key mismatch{f' under {prefix!r}' if prefix else ''}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for name, p in ours.items():
         if tuple(params[name].shape) != tuple(p.shape):
             raise ValueError(
-                f"{name}: source shape {tuple(params[name].shape)}, model shape {tuple(p.shape)}"
+                f"{prefix}{name}: source shape {tuple(params[name].shape)}, "
+                f"model shape {tuple(p.shape)}"
             )
     with torch.no_grad():
         for name, p in ours.items():
