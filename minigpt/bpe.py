@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import no_type_check
 
 # GPT-2's pre-tokenization: split text into contractions, letter runs, digit runs,
 # punctuation runs and whitespace, each optionally led by one space. BPE never merges
@@ -22,6 +23,9 @@ from collections.abc import Iterable, Sequence
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 Pair = tuple[int, int]
+
+# `merge` and `bpe_word` run millions of times in training and encoding; `@no_type_check`
+# keeps the tests' runtime type checker (see tests/conftest.py) off these two hot loops.
 
 
 def pair_counts(ids: Sequence[int], counts: dict[Pair, int] | None = None) -> dict[Pair, int]:
@@ -35,6 +39,7 @@ def pair_counts(ids: Sequence[int], counts: dict[Pair, int] | None = None) -> di
     return counts
 
 
+@no_type_check
 def merge(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
     """Replace every occurrence of ``pair`` in ``ids``, scanning left to right, by ``new_id``.
 
@@ -123,6 +128,7 @@ def word_counts_of(chunks: Iterable[str]) -> dict[tuple[int, ...], int]:
     return {tuple(chunk.encode("utf-8")): n for chunk, n in Counter(chunks).items()}
 
 
+@no_type_check
 def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     """Apply merges to one word: repeatedly merge the adjacent pair of lowest rank.
 

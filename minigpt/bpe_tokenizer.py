@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import no_type_check
 
 import regex
 
@@ -179,6 +180,7 @@ class BPETokenizer:
 
     # -- encoding ----------------------------------------------------------------------
 
+    @no_type_check  # once per new word: keep the tests' type checker off this hot path
     def _encode_chunk(self, chunk: str) -> list[int]:
         try:
             data = chunk.encode("utf-8")
@@ -273,14 +275,14 @@ class BPETokenizer:
                 f"0..{self.vocab_size - 1}"
             )
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes that ``ids`` stand for, joined."""
+    def decode_bytes(self, ids: Iterable) -> bytes:
+        """The bytes that ``ids`` (ints, or a 1-D integer tensor) stand for, joined."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         self._check_ids(ids)
         vocab = self._vocab
         return b"".join([vocab[i] for i in ids])
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable) -> str:
         """The text of ``ids``. Bytes that are not valid UTF-8 (ids that end in the middle
         of a character) become the replacement character U+FFFD, as in GPT-2."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -329,14 +331,35 @@ class BPETokenizer:
         missing = {"merges", "byte_order", "special_tokens", "pattern"} - set(data)
         if missing:
             raise TokenizerFileError(f"{path} lacks the fields {sorted(missing)}")
+        merges, order, specials = data["merges"], data["byte_order"], data["special_tokens"]
+        checks = {
+            "merges (a list of [id, id] pairs)": isinstance(merges, list)
+            and all(_is_int_list(pair, 2) for pair in merges),
+            "byte_order (a list of 256 ints)": _is_int_list(order, 256),
+            "special_tokens (a {text: id} object)": isinstance(specials, dict)
+            and all(_is_int_list([i], 1) for i in specials.values()),
+            "pattern (a string or null)": data["pattern"] is None
+            or isinstance(data["pattern"], str),
+        }
+        bad = [field for field, ok in checks.items() if not ok]
+        if bad:
+            raise TokenizerFileError(f"{path} is corrupt: bad {', '.join(bad)}")
         try:
             return cls(
-                [tuple(pair) for pair in data["merges"]],
-                byte_order=data["byte_order"],
-                special_tokens=data["special_tokens"],
+                [tuple(pair) for pair in merges],
+                byte_order=order,
+                special_tokens=specials,
                 pattern=data["pattern"],
                 name=data.get("name", path.stem),
                 metadata=data.get("metadata"),
             )
         except (TypeError, ValueError, regex.error) as err:
             raise TokenizerFileError(f"{path} is corrupt: {err}") from None
+
+
+def _is_int_list(value: object, length: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
