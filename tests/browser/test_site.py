@@ -1,0 +1,226 @@
+"""The built site, looked at in a real browser (headless Chromium).
+
+Every page of ``_build/html`` is opened through a local HTTP server. A page fails when:
+
+* the browser console logs an error (SEVERE): a script that threw, a file that did not
+  load, a request that tried to leave the machine;
+* a plotly figure did not draw (its ``.plotly-graph-div`` has no ``.main-svg`` inside);
+* an executed cell left a traceback or stderr output (a stray warning) in the page;
+* a comparison table shows a failed check (the red cross that ``Comparison`` renders).
+
+Each page is saved as a full-page screenshot in ``$MINIGPT_SCREENSHOTS`` (default
+``_build/screenshots``), to look at by eye.
+
+Run after building the site::
+
+    jupyter-book build book -W -n --keep-going
+    pytest tests/browser -v
+
+It skips, saying why, when the site is not built, or Chromium, chromedriver or selenium
+is missing (``apt-get install chromium chromium-driver``; ``pip install selenium``).
+Set ``$MINIGPT_SITE`` to test a site built elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = Path(os.environ.get("MINIGPT_SITE", ROOT / "_build" / "html"))
+SCREENSHOTS = Path(os.environ.get("MINIGPT_SCREENSHOTS", ROOT / "_build" / "screenshots"))
+SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static"}
+FIGURE_TIMEOUT_S = 30.0  # plotly draws in well under a second; generous for a loaded CI box
+MAX_SCREENSHOT_PX = 30_000  # Chromium refuses taller captures
+FAILED_CHECK = "\u2718"  # the cross Comparison renders next to a hook that disagrees
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+
+
+def site_pages(site: Path = SITE) -> list[str]:
+    """Every HTML page of the built site, as paths relative to its root."""
+    if not (site / "index.html").is_file():
+        return []
+    return sorted(
+        path.relative_to(site).as_posix()
+        for path in site.rglob("*.html")
+        if not SKIP_DIRS.intersection(path.relative_to(site).parts[:-1])
+    )
+
+
+def _find(*names: str) -> str | None:
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def _skip_reason() -> str | None:
+    if not (SITE / "index.html").is_file():
+        return f"site not built: {SITE}/index.html is missing (run: jupyter-book build book)"
+    if _find("chromium", "chromium-browser", "google-chrome") is None:
+        return "Chromium not installed (apt-get install chromium chromium-driver)"
+    if _find("chromedriver") is None:
+        return "chromedriver not installed (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed (pip install selenium)"
+    return None
+
+
+SKIP = _skip_reason()
+PAGES = site_pages() if SKIP is None else []
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass  # keep the test output free of one line per request
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    """The site served on a free local port for the duration of the module."""
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile, its console captured at every level."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _find("chromium", "chromium-browser", "google-chrome")
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: selenium then never tries to download one.
+    driver = webdriver.Chrome(
+        options=options, service=Service(executable_path=_find("chromedriver"))
+    )
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+# Counts figures and how many of them plotly drew (it adds an svg.main-svg when it renders).
+FIGURES_JS = """
+const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
+return {
+  total: divs.length,
+  drawn: divs.filter(d => d._fullLayout && d.querySelector('svg.main-svg')).length,
+  ids: divs.filter(d => !(d._fullLayout && d.querySelector('svg.main-svg'))).map(d => d.id),
+  plotly: typeof window.Plotly === 'undefined' ? null : window.Plotly.version,
+};
+"""
+
+# Outputs that should never reach a reader: tracebacks and stderr (warnings, progress bars).
+BAD_OUTPUTS_JS = """
+return Array.from(document.querySelectorAll('.output.traceback, .output.stderr'))
+  .map(e => e.className + ': ' + e.innerText.slice(0, 300));
+"""
+
+
+def _wait_for_figures(driver) -> dict:
+    deadline = time.monotonic() + FIGURE_TIMEOUT_S
+    while True:
+        state = driver.execute_script(FIGURES_JS)
+        if state["drawn"] == state["total"] or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
+def _screenshot(driver, page: str) -> Path:
+    """Save the whole page (not just the window) as a PNG named after the page."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {
+                "x": 0,
+                "y": 0,
+                "width": width,
+                "height": min(height, MAX_SCREENSHOT_PX),
+                "scale": 1,
+            },
+        },
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+@pytest.mark.parametrize("page", PAGES or ["(no pages)"])
+def test_page_renders_cleanly(page, browser, base_url):
+    if not PAGES:
+        pytest.fail(f"{SITE} holds no HTML pages")
+    browser.get_log("browser")  # drop anything left over from the previous page
+    browser.get(f"{base_url}/{page}")
+    figures = _wait_for_figures(browser)
+    bad_outputs = browser.execute_script(BAD_OUTPUTS_JS)
+    failed_checks = browser.execute_script(
+        "return document.body.innerText.split(arguments[0]).length - 1", FAILED_CHECK
+    )
+    shot = _screenshot(browser, page)
+    errors = [
+        entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
+    ]
+
+    problems = []
+    if errors:
+        problems.append("console errors:\n  " + "\n  ".join(errors))
+    if figures["drawn"] != figures["total"]:
+        problems.append(
+            f"{figures['total'] - figures['drawn']} of {figures['total']} plotly figures did not "
+            f"draw within {FIGURE_TIMEOUT_S:.0f} s (ids {figures['ids']}); "
+            f"Plotly on the page: {figures['plotly']}"
+        )
+    if bad_outputs:
+        problems.append("cell outputs with a traceback or stderr:\n  " + "\n  ".join(bad_outputs))
+    if failed_checks:
+        problems.append(f"{failed_checks} failed agreement check(s) ({FAILED_CHECK}) on the page")
+    assert not problems, f"{page} (screenshot: {shot}):\n" + "\n".join(problems)
+
+
+def test_every_chapter_page_was_built():
+    """Each notebook in book/ listed in the TOC became a page (nothing silently dropped)."""
+    # The site is built into <root>/_build/html, next to the _toc.yml it was built from.
+    candidates = [SITE.parents[1] / "_toc.yml", SITE.parents[1] / "book" / "_toc.yml"]
+    toc_path = next((path for path in candidates if path.is_file()), ROOT / "_toc.yml")
+    toc = toc_path.read_text(encoding="utf-8")
+    listed = [
+        line.split("file:", 1)[1].strip()
+        for line in toc.splitlines()
+        if line.strip().startswith("- file:")
+    ]
+    missing = [name for name in listed if not (SITE / f"{name}.html").is_file()]
+    assert listed, "_toc.yml lists no files"
+    assert not missing, f"pages in _toc.yml but not in {SITE}: {missing}"
