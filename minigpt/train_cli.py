@@ -1,0 +1,164 @@
+"""``python -m minigpt.train`` (also ``minigpt-train``): train a preset from the command line.
+
+Examples::
+
+    python -m minigpt.train --preset tiny --out runs/tiny          # ~2 min on 2 CPU cores
+    python -m minigpt.train --preset tiny --out runs/tiny --resume  # after Ctrl-C
+    torchrun --nproc_per_node 2 -m minigpt.train --preset seed --out runs/seed
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel: NCCL on GPUs, gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from minigpt.presets import PRESETS, get_preset, get_tokenizer
+
+EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoint is saved)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    parser = argparse.ArgumentParser(
+        prog="python -m minigpt.train",
+        description="Train a GPT on next-token prediction. Writes OUT/checkpoint.pt and "
+        "OUT/metrics.jsonl (one JSON object per line: step, loss, lr, grad_norm, tokens_per_s, "
+        "and val_loss/val_ppl where evaluated). Ctrl-C saves a checkpoint and exits with code "
+        f"{EXIT_INTERRUPTED}; run again with --resume and the same arguments to continue.",
+        epilog=f"Presets: {presets}.",
+    )
+    arg = parser.add_argument
+    arg("--preset", default="tiny", help="model + data + settings (default: tiny)")
+    arg("--data", help="corpus: 'shakespeare', a text file or folder, or a Hugging Face dataset")
+    arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
+    arg("--out", type=Path, help="output folder (default: runs/<preset>)")
+    arg("--max-steps", type=int, help="optimizer steps (default: the preset's)")
+    arg("--resume", action="store_true", help="continue the run saved in --out")
+    arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    arg("--batch-size", type=int, help="sequences per optimizer step, all processes together")
+    arg("--grad-accum", type=int, help="micro-steps per optimizer step")
+    arg("--n-ctx", type=int, help="tokens per training window (default: the model's context)")
+    arg("--lr", type=float, help="peak learning rate")
+    arg("--precision", choices=["auto", "float32", "bfloat16", "float16"], help="autocast dtype")
+    arg("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    arg("--eval-interval", type=int, help="steps between validation losses")
+    arg("--checkpoint-interval", type=int, help="steps between checkpoints (0: end only)")
+    arg("--seed", type=int, help="seed of the data order and the model's initialisation")
+    arg("--max-documents", type=int, help="read only this many documents of the corpus")
+    arg("--profile", action="store_true", help="torch.profiler trace of steps 2-4 in OUT/profile")
+    arg("--tensorboard", action="store_true", help="TensorBoard events in OUT/tensorboard")
+    arg("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _train_config(preset, args):
+    changes = {
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "n_ctx": args.n_ctx,
+        "lr": args.lr,
+        "precision": args.precision,
+        "compile": args.compile,
+        "eval_interval": args.eval_interval,
+        "checkpoint_interval": args.checkpoint_interval,
+        "seed": args.seed,
+        "profile": args.profile or None,
+        "tensorboard": args.tensorboard or None,
+    }
+    cfg = preset.train.replace(**{k: v for k, v in changes.items() if v is not None})
+    if cfg.n_ctx is None:
+        cfg = cfg.replace(n_ctx=preset.model["n_ctx"])
+    return cfg
+
+
+def _init_distributed(device_arg: str):
+    """Join the torchrun group when there is one; returns the device of this process."""
+    from minigpt.device import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return resolve_device(device_arg)
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_arg)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def run(args) -> int:
+    from minigpt.data import load_tokens, tokenizer_fingerprint
+    from minigpt.model import GPT
+    from minigpt.train import train
+
+    preset = get_preset(args.preset)
+    device = _init_distributed(args.device)
+    tokenizer = get_tokenizer(args.tokenizer or preset.tokenizer)
+    data_name = args.data or preset.data
+    cfg = _train_config(preset, args)
+    model_cfg = preset.model_config(tokenizer.vocab_size)
+    out = args.out or Path("runs") / preset.name
+    data = load_tokens(data_name, tokenizer, max_documents=args.max_documents)
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_cfg)
+    meta = {
+        "preset": preset.name,
+        "data": data_name,
+        "tokenizer": args.tokenizer or preset.tokenizer,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+    }
+    n_params = sum(p.numel() for p in model.parameters())
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        print(
+            f"minigpt-train: {preset.name}, {n_params / 1e6:.2f}M parameters, {device}, "
+            f"{data.tokens.size:,} tokens of {data_name!r} -> {out}"
+        )
+        print(f"  {dataclasses.asdict(model_cfg)}")
+    result = train(
+        model,
+        data,
+        cfg,
+        out_dir=out,
+        resume=args.resume,
+        device=device,
+        progress=not args.no_progress,
+        meta=meta,
+    )
+    last = result.history[-1] if result.history else {}
+    if rank0:
+        val = f", val_loss {last['val_loss']:.4f}" if "val_loss" in last else ""
+        print(
+            f"minigpt-train: {result.status} at step {result.step}, "
+            f"loss {last.get('loss', float('nan')):.4f}{val}; checkpoint in {out}"
+        )
+    return 0 if result.status == "finished" else EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minigpt.checkpoint import CheckpointError
+    from minigpt.corpus import CorpusError
+    from minigpt.train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, CorpusError, CheckpointError, TrainingDiverged) as err:
+        print(f"minigpt-train: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,134 @@
+"""Small trained models that chapters can ask for without retraining them every time.
+
+:func:`shakespeare_model` gives the ``tiny`` preset trained on Shakespeare. The first call
+trains it (about two minutes on two CPU cores) into
+``cache_dir()/checkpoints/shakespeare-tiny``; later calls load it. A run that was cut
+short is resumed, a checkpoint of an older preset or tokenizer is trained again, and a
+file lock makes processes that ask at the same time train it only once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import torch
+
+from minigpt.assets import cache_dir
+from minigpt.checkpoint import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+)
+from minigpt.device import resolve_device
+from minigpt.presets import Preset, get_preset, get_tokenizer
+
+SHAKESPEARE_PRESET = "tiny"
+
+
+def shakespeare_run_dir() -> Path:
+    """The folder holding the tiny Shakespeare model's ``checkpoint.pt`` and ``metrics.jsonl``."""
+    return cache_dir() / "checkpoints" / "shakespeare-tiny"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on ``path`` (POSIX ``flock``; no lock where that does not exist)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking, the atomic writes still keep files whole
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_meta(preset: Preset, tokenizer) -> dict:
+    from minigpt.data import tokenizer_fingerprint
+
+    return {
+        "preset": preset.name,
+        "data": preset.data,
+        "tokenizer": preset.tokenizer,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+    }
+
+
+def _checkpoint_status(path: Path, preset: Preset, cfg, meta: dict) -> str:
+    """``"missing"``, ``"finished"``, ``"partial"`` (resumable) or ``"stale"`` (another setup)."""
+    if not path.is_file():
+        return "missing"
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError:
+        return "stale"
+    from dataclasses import asdict
+
+    same = (
+        state["model_config"] == asdict(cfg)
+        and state.get("meta") == meta
+        and not preset.train.differences(state["train_config"])
+        and state["train_config"]["max_steps"] == preset.train.max_steps
+    )
+    if not same:
+        return "stale"
+    return "finished" if state["step"] >= preset.train.max_steps else "partial"
+
+
+def shakespeare_model(device: str | torch.device | None = None, *, progress: bool = False):
+    """The ``tiny`` preset trained on Shakespeare: ``(GPT in eval mode, BPETokenizer)``.
+
+    Args:
+        device: where the model goes (and trains, if it must): ``None``/``"auto"`` for the
+            best device here, or a name such as ``"cpu"``.
+        progress: show the training progress bar (on a terminal) if it has to train.
+    """
+    from minigpt.data import load_tokens
+    from minigpt.model import GPT
+    from minigpt.train import train
+
+    device = resolve_device(device)
+    preset = get_preset(SHAKESPEARE_PRESET)
+    tokenizer = get_tokenizer(preset.tokenizer)
+    cfg = preset.model_config(tokenizer.vocab_size)
+    meta = _run_meta(preset, tokenizer)
+    folder = shakespeare_run_dir()
+    path = folder / CHECKPOINT_NAME
+    with _file_lock(folder.with_name(folder.name + ".lock")):
+        status = _checkpoint_status(path, preset, cfg, meta)
+        if status == "stale":  # made by an older preset or tokenizer: this cache is ours
+            shutil.rmtree(folder)
+        if status != "finished":
+            data = load_tokens(preset.data, tokenizer)
+            torch.manual_seed(preset.train.seed)
+            model = GPT(cfg)
+            result = train(
+                model,
+                data,
+                preset.train,
+                out_dir=folder,
+                resume=status == "partial",
+                device=device,
+                progress=progress,
+                meta=meta,
+            )
+            if result.status != "finished":
+                raise KeyboardInterrupt(
+                    f"training of the tiny Shakespeare model stopped at step {result.step}; "
+                    "call shakespeare_model() again to resume it"
+                )
+        model = model_from_checkpoint(path, device=device)
+    return model.eval(), tokenizer
+
+
+def shakespeare_metrics_path() -> Path:
+    """``metrics.jsonl`` of the tiny Shakespeare run (exists once it has been trained)."""
+    return shakespeare_run_dir() / METRICS_NAME
