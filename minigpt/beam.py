@@ -45,7 +45,7 @@ class BeamStep:
 
 def beam_search(
     model: torch.nn.Module,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Tensor,  # Int[Tensor, "batch pos"], checked by check_prompt with a clear message
     num_beams: int,
     max_new_tokens: int,
     *,
@@ -54,7 +54,7 @@ def beam_search(
     early_stopping: bool | str = False,
     num_return_sequences: int = 1,
     pad_token_id: int | None = None,
-    attention_mask: Int[Tensor, "batch pos"] | Bool[Tensor, "batch pos"] | None = None,
+    attention_mask: Tensor | None = None,  # [batch, pos] of 0/1, checked by check_prompt
     use_kv_cache: bool = True,
     trace: list[BeamStep] | None = None,
     return_scores: bool = False,

@@ -79,7 +79,7 @@ class Decoder:
     ``context_overflow`` says what happens once a sequence is longer than ``n_ctx``:
     ``"slide"`` feeds the model the last ``n_ctx`` tokens (positions counted from the
     window's start) without the cache, whose absolute positions no longer fit;
-    ``"stop"`` makes :meth:`next_logits` return ``None``.
+    ``"stop"`` makes :meth:`next_logits` return ``None`` once the text is ``n_ctx`` long.
     """
 
     def __init__(
@@ -108,9 +108,9 @@ class Decoder:
 
     def next_logits(self) -> Float[Tensor, "batch d_vocab"] | None:
         """Logits for the token after each row's last one (``None``: context full, "stop")."""
+        if self.context_overflow == "stop" and self.length >= self.n_ctx:
+            return None  # the text may not grow past n_ctx
         if self.length > self.n_ctx:
-            if self.context_overflow == "stop":
-                return None
             self.cache = None  # sliding window from here on
             window = slice(self.length - self.n_ctx, None)
             mask = None if self.mask is None else self.mask[:, window]

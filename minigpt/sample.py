@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from minigpt.beam import beam_search
@@ -109,7 +109,7 @@ def min_p_filter(
 def token_counts(
     tokens: Int[Tensor, "batch pos"],
     d_vocab: int,
-    attention_mask: Int[Tensor, "batch pos"] | Bool[Tensor, "batch pos"] | None = None,
+    attention_mask: Tensor | None = None,  # [batch, pos] of 0/1, checked by check_prompt
 ) -> Int[Tensor, "batch d_vocab"]:
     """How often each vocabulary entry occurs in each row (padding, where mask is 0, not counted)."""
     weights = torch.ones_like(tokens) if attention_mask is None else attention_mask.long()
@@ -220,7 +220,7 @@ class Sampler:
 
 def stream(
     model: torch.nn.Module,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Tensor,  # Int[Tensor, "batch pos"], checked by check_prompt with a clear message
     max_new_tokens: int,
     *,
     temperature: float = 1.0,
@@ -233,7 +233,7 @@ def stream(
     stop_tokens: int | Sequence[int] | None = None,
     stop_strings: Sequence[str] | None = None,
     decode: Callable[[list[int]], str] | None = None,
-    attention_mask: Int[Tensor, "batch pos"] | Bool[Tensor, "batch pos"] | None = None,
+    attention_mask: Tensor | None = None,  # [batch, pos] of 0/1, checked by check_prompt
     pad_token_id: int | None = None,
     use_kv_cache: bool = True,
     context_overflow: str = "slide",
@@ -285,7 +285,7 @@ def stream(
 
 def generate(
     model: torch.nn.Module,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: Tensor,  # Int[Tensor, "batch pos"], checked by check_prompt with a clear message
     max_new_tokens: int,
     *,
     temperature: float = 1.0,
@@ -312,7 +312,7 @@ def generate(
             ``context_overflow``: what happens when the text outgrows the model's ``n_ctx``:
             ``"slide"`` (default; each further step reads only the last ``n_ctx`` tokens,
             positions counted from the window's start, recomputed without the cache) or
-            ``"stop"`` (generation ends there). A prompt longer than ``n_ctx`` is an error.
+            ``"stop"`` (the text never grows past ``n_ctx``). A longer prompt is an error.
 
     Every row is generated as if alone: left padding never changes a row's tokens.
     """
