@@ -53,7 +53,9 @@ CHUNK_BYTES = 1_000_000  # text handed to one worker at a time
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of everything that decides a tokenizer's output (merges, bytes, specials)."""
-    blob = json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8")
+    decisive = ("pattern", "byte_order", "merges", "special_tokens")  # not name or metadata
+    state = tokenizer.to_dict()
+    blob = json.dumps({k: state.get(k) for k in decisive}, sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -1,0 +1,141 @@
+"""Corpora, the token cache and the training/validation windows (minigpt.corpus, minigpt.data)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import data as data_mod
+from minigpt.corpus import CorpusError, iter_documents
+from minigpt.data import TokenData, load_corpus, load_tokens, tokenize_corpus
+from minigpt.tokenizer import BPETokenizer
+
+TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+TEXT_B = "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MINIGPT_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer():
+    return BPETokenizer.train((TEXT_A + TEXT_B) * 3, 300)
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text(TEXT_A)
+    (folder / "b.md").write_text(TEXT_B)
+    (folder / "skip.bin").write_bytes(b"\x00\x01")
+    return folder
+
+
+def test_shakespeare_is_the_complete_works_without_folio_copies():
+    text = load_corpus("shakespeare")
+    assert 4_500_000 < len(text) < 5_500_000
+    assert "To be, or not to be" in text
+    assert text.count("THE TRAGEDY OF HAMLET") <= 2  # one Hamlet, not the Folio's second copy
+
+
+def test_local_folder_gives_one_document_per_text_file(corpus_dir):
+    assert list(iter_documents(corpus_dir)) == [TEXT_A, TEXT_B]
+    assert load_corpus(corpus_dir) == TEXT_A + "\n\n" + TEXT_B
+    assert load_corpus(corpus_dir / "a.txt") == TEXT_A
+    assert list(iter_documents(corpus_dir, max_documents=1)) == [TEXT_A]
+
+
+def test_bad_corpora_fail_clearly(tmp_path):
+    with pytest.raises(CorpusError, match="missing.txt"):
+        load_corpus(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(CorpusError, match="empty"):
+        load_corpus(tmp_path / "empty.txt")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CorpusError, match="no .txt"):
+        load_corpus(tmp_path / "nothing")
+
+
+def test_hugging_face_dataset_offline_is_a_quick_clear_error(monkeypatch):
+    import minigpt.reference
+
+    monkeypatch.setattr(minigpt.reference, "hub_reachable", lambda timeout=1.5: False)
+    start = time.perf_counter()
+    with pytest.raises(CorpusError, match="NeelNanda/pile-10k.*unreachable"):
+        load_corpus("NeelNanda/pile-10k")
+    assert time.perf_counter() - start < 5
+
+
+def test_tokens_are_the_documents_joined_by_end_of_text(cache, corpus_dir, small_tokenizer):
+    ids = tokenize_corpus(corpus_dir, small_tokenizer)
+    eot = small_tokenizer.eot_id
+    expected = small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
+    assert ids.dtype == np.uint16
+    assert ids.tolist() == expected
+    assert small_tokenizer.decode(ids.tolist()) == TEXT_A + "<|endoftext|>" + TEXT_B
+
+
+def test_token_cache_is_reused_and_keyed_by_content(
+    cache, corpus_dir, small_tokenizer, monkeypatch
+):
+    first = tokenize_corpus(corpus_dir, small_tokenizer)
+    assert len(list((cache / "tokens").glob("*.bin"))) == 1
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the cached ids should have been used")
+
+    monkeypatch.setattr(data_mod, "_encode_all", no_encoding)
+    again = tokenize_corpus(corpus_dir, small_tokenizer)
+    assert isinstance(again, np.memmap)
+    assert np.array_equal(first, again)
+    (corpus_dir / "a.txt").write_text(TEXT_A + "more\n")  # changed corpus: encoded afresh
+    with pytest.raises(AssertionError, match="cached ids"):
+        tokenize_corpus(corpus_dir, small_tokenizer)
+
+
+def test_parallel_tokenization_gives_the_same_ids(cache, corpus_dir, small_tokenizer, monkeypatch):
+    monkeypatch.setattr(data_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
+    serial = tokenize_corpus(corpus_dir, small_tokenizer, workers=1, cache=False)
+    parallel = tokenize_corpus(corpus_dir, small_tokenizer, workers=2, cache=False)
+    assert serial.tolist() == parallel.tolist()
+    whole = (
+        small_tokenizer.encode(TEXT_A) + [small_tokenizer.eot_id] + small_tokenizer.encode(TEXT_B)
+    )
+    assert serial.tolist() == whole  # cuts fall at line breaks, so no word is split
+
+
+def test_split_windows_and_reproducible_sampling():
+    data = TokenData(np.arange(1000, dtype=np.uint16), vocab_size=1000, val_fraction=0.1)
+    assert data.train.size == 900 and data.val.size == 100
+    a = data.sample(8, 16, torch.Generator().manual_seed(3))
+    b = data.sample(8, 16, torch.Generator().manual_seed(3))
+    c = data.sample(8, 16, torch.Generator().manual_seed(4))
+    assert a.shape == (8, 17) and a.dtype == torch.long
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # each window is a contiguous run of the training split (ids here equal positions)
+    assert torch.equal(a - a[:, :1], torch.arange(17).expand(8, 17))
+    assert int(a.max()) < 900
+    val = data.fixed_windows(4, 16)
+    assert torch.equal(val, data.fixed_windows(4, 16))
+    assert int(val.min()) >= 900 and int(val.max()) == 999  # spread to the end of the split
+
+
+def test_corpus_shorter_than_a_window_is_an_error():
+    data = TokenData(np.arange(40, dtype=np.uint16), vocab_size=40, val_fraction=0.5)
+    with pytest.raises(CorpusError, match="fewer than one window of n_ctx \\+ 1 = 33"):
+        data.sample(1, 32, torch.Generator())
+    with pytest.raises(ValueError, match="val_fraction=1.5"):
+        TokenData(np.arange(40, dtype=np.uint16), vocab_size=40, val_fraction=1.5)
+
+
+def test_load_tokens_with_the_shakespeare_tokenizer():
+    data = load_tokens("shakespeare")  # tokenizer trained once and cached, ids cached
+    assert data.vocab_size == 4096
+    assert 1_000_000 < data.tokens.size < 3_000_000
+    assert int(data.tokens.max()) < 4096
