@@ -1,0 +1,124 @@
+"""The command line ``python -m minigpt.generate``, on a tiny checkpoint with GPT-2's tokenizer."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from minigpt.generate import TextStream, main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A 1-layer GPT with GPT-2's vocabulary, saved the way training saves it."""
+    from minigpt.checkpoint import FORMAT, VERSION, save_atomic
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=40)
+    model = GPT(cfg).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    state = {"format": FORMAT, "version": VERSION, "model_config": asdict(cfg),
+             "model": model.state_dict(), "meta": {"tokenizer": "gpt2"}}  # fmt: skip
+    save_atomic(state, path)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minigpt.tokenizer import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_greedy_output_is_the_prompt_plus_generate(capsys, checkpoint, tokenizer):
+    from minigpt.sample import generate
+
+    path, model = checkpoint
+    code, out, err = run(capsys, "Hello world", "--model", path, "--temperature", 0,
+                         "--max-new-tokens", 12, "--stop-token", 0)  # fmt: skip
+    assert code == 0, err
+    prompt = [50256, *tokenizer.encode("Hello world")]
+    expected = generate(model, torch.tensor([prompt]), 12, temperature=0, stop_tokens=[0])
+    new = [t for t in expected[0, len(prompt) :].tolist() if t != 0]
+    assert out == "Hello world" + tokenizer.decode(new) + "\n"
+    assert "tokens/s]" in err  # the speed line goes to stderr, never into the text
+
+
+def test_seeds_make_samples_reproducible(capsys, checkpoint):
+    path, _ = checkpoint
+    outs = [run(capsys, "A", "--model", path, "--seed", s, "--max-new-tokens", 15, "--quiet")[1]
+            for s in (3, 3, 4)]  # fmt: skip
+    assert outs[0] == outs[1]
+    assert outs[0] != outs[2]
+
+
+def test_beam_search_flag_matches_the_library(capsys, checkpoint, tokenizer):
+    from minigpt.sample import beam_search
+
+    path, model = checkpoint
+    code, out, _ = run(capsys, "The", "--model", path, "--num-beams", 3, "--max-new-tokens", 8,
+                       "--quiet")  # fmt: skip
+    assert code == 0
+    prompt = [50256, *tokenizer.encode("The")]
+    best = beam_search(model, torch.tensor([prompt]), 3, 8, eos_token_id=[50256])
+    new = [t for t in best[0, len(prompt) :].tolist() if t != 50256]
+    assert out == "The" + tokenizer.decode(new) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "-1"], "temperature"),
+        (["--top-p", "0"], "top_p"),
+        (["--top-k", "0"], "top_k"),
+        (["--stop-token", "60000"], "stop_tokens"),
+    ],
+)
+def test_bad_flags_are_a_clear_error(capsys, checkpoint, flags, message):
+    code, _, err = run(capsys, "Hi", "--model", checkpoint[0], "--quiet", *flags)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error(capsys, checkpoint):
+    code, _, err = run(capsys, "word " * 60, "--model", checkpoint[0], "--quiet")
+    assert code == 2 and "n_ctx=40" in err
+
+
+def test_unknown_model_is_refused(checkpoint):
+    with pytest.raises(SystemExit, match="checkpoint file"):
+        main(["Hi", "--model", "no/such/file.pt"])
+
+
+def test_text_stream_never_splits_a_character(tokenizer):
+    text = "naïve café: ✓ 東京"
+    ids = tokenizer.encode(text)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # some ids are partial characters
+    out = io.StringIO()
+    stream = TextStream(tokenizer, out)
+    for i in ids:
+        stream.write([i])
+        assert "\ufffd" not in out.getvalue()
+    stream.write([], final=True)
+    assert out.getvalue() == text
+
+
+def test_module_runs_as_a_script():
+    result = subprocess.run([sys.executable, "-m", "minigpt.generate", "--help"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0
+    for flag in ("--top-p", "--min-p", "--num-beams", "--stop-string", "--no-cache"):
+        assert flag in result.stdout
