@@ -75,11 +75,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Decay pulls weights towards zero. For a matrix that limits its scale; for a bias or a
     LayerNorm gain, whose useful values sit far from zero, it would only get in the way.
+    A parameter decays when it has two or more axes, unless its name starts with ``b_``
+    (the attention biases ``b_Q[n_heads, d_head]`` are 2-D but still biases).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_bias = name.rsplit(".", 1)[-1].startswith("b_")
+        (decay if param.ndim >= 2 and not is_bias else no_decay).append(param)
     return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
     ]
 
 
