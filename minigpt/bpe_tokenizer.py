@@ -205,6 +205,10 @@ class BPETokenizer:
             out.extend(ids)
         return out
 
+    def clear_cache(self) -> None:
+        """Forget the cached encodings of words (to time a cold encode, or free memory)."""
+        self._cache.clear()
+
     def encode(
         self,
         text: str,

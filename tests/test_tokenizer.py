@@ -382,3 +382,12 @@ def test_show_tokens_marks_spaces_and_ids(gpt2):
     assert repr(view) == "Hello| world|\n"
     page = view._repr_html_()
     assert "␣world" in page and 'title="id 995"' in page and "3 tokens" in page
+
+
+def test_word_cache_does_not_change_ids(small_trained):
+    text = "the cat sat on the mat, again and again and again"
+    warm = small_trained.encode(text)
+    small_trained.clear_cache()
+    assert small_trained._cache == {}
+    assert small_trained.encode(text) == warm
+    assert len(small_trained._cache) == len(set(regex.findall(GPT2_PATTERN, text)))
