@@ -7,6 +7,7 @@ keeps runs deterministic, and says which device the chapter runs on.
 from __future__ import annotations
 
 import json
+import warnings
 
 import torch
 
@@ -42,9 +43,22 @@ def _register_plotly_renderer() -> None:
     pio.renderers.default = RENDERER
 
 
+def _quiet_known_warnings() -> None:
+    """Silence the one harmless warning every chapter would otherwise show.
+
+    Hugging Face's libraries import ``tqdm.auto``, which warns "IProgress not found" in a
+    kernel without ipywidgets; progress bars then fall back to plain text, which is what
+    the book wants (widgets would need JavaScript from a CDN in the static site).
+    """
+    from tqdm import TqdmWarning
+
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+
+
 def setup(seed: int = 0) -> torch.device:
     """Prepare a chapter: plotly renderer, seeded RNG, the device it will run on."""
     _register_plotly_renderer()
+    _quiet_known_warnings()
     torch.manual_seed(seed)
     device = best_device()
     print(f"minigpt: running on {device} (torch {torch.__version__})")
