@@ -9,7 +9,6 @@ tokenizers the book uses (GPT-2's, Shakespeare's) are made in :mod:`minigpt.toke
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,15 +17,16 @@ from typing import no_type_check
 import regex
 
 from minigpt.bpe import GPT2_PATTERN, Pair, bpe_word, train_merges, word_counts_of
+from minigpt.tokenizer_files import (
+    FILE_FORMAT,
+    FILE_VERSION,
+    TokenizerFileError,
+    read_tokenizer_fields,
+    write_json_atomically,
+)
 
 EOT = "<|endoftext|>"  # GPT-2's end-of-text token (id 50256), also used as beginning-of-text
-FILE_FORMAT = "minigpt-bpe"
-FILE_VERSION = 1
 CACHE_LIMIT = 200_000  # words kept in the per-tokenizer encode cache
-
-
-class TokenizerFileError(ValueError):
-    """A saved tokenizer file is missing, corrupt or not a minigpt tokenizer."""
 
 
 class BPETokenizer:
@@ -307,63 +307,13 @@ class BPETokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the tokenizer as JSON, atomically (a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomically(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
         """Read a tokenizer written by :meth:`save`; :class:`TokenizerFileError` if it is bad."""
-        path = Path(path)
-        if not path.is_file():
-            raise TokenizerFileError(f"tokenizer file {path} does not exist")
+        fields = read_tokenizer_fields(Path(path))
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TokenizerFileError(f"tokenizer file {path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
-            raise TokenizerFileError(
-                f"{path} is not a minigpt tokenizer (no format={FILE_FORMAT!r})"
-            )
-        if data.get("version") != FILE_VERSION:
-            raise TokenizerFileError(
-                f"{path} has version {data.get('version')!r}; this minigpt reads {FILE_VERSION}"
-            )
-        missing = {"merges", "byte_order", "special_tokens", "pattern"} - set(data)
-        if missing:
-            raise TokenizerFileError(f"{path} lacks the fields {sorted(missing)}")
-        merges, order, specials = data["merges"], data["byte_order"], data["special_tokens"]
-        checks = {
-            "merges (a list of [id, id] pairs)": isinstance(merges, list)
-            and all(_is_int_list(pair, 2) for pair in merges),
-            "byte_order (a list of 256 ints)": _is_int_list(order, 256),
-            "special_tokens (a {text: id} object)": isinstance(specials, dict)
-            and all(_is_int_list([i], 1) for i in specials.values()),
-            "pattern (a string or null)": data["pattern"] is None
-            or isinstance(data["pattern"], str),
-        }
-        bad = [field for field, ok in checks.items() if not ok]
-        if bad:
-            raise TokenizerFileError(f"{path} is corrupt: bad {', '.join(bad)}")
-        try:
-            return cls(
-                [tuple(pair) for pair in merges],
-                byte_order=order,
-                special_tokens=specials,
-                pattern=data["pattern"],
-                name=data.get("name", path.stem),
-                metadata=data.get("metadata"),
-            )
+            return cls(**fields)
         except (TypeError, ValueError, regex.error) as err:
             raise TokenizerFileError(f"{path} is corrupt: {err}") from None
-
-
-def _is_int_list(value: object, length: int) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == length
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
