@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pip_section() -> list[str]:
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
-    return [line.strip()[2:].strip() for line in lines[start + 1 :] if line.strip().startswith("- ")]
+    return [
+        line.strip()[2:].strip() for line in lines[start + 1 :] if line.strip().startswith("- ")
+    ]
 
 
 def test_environment_yml_matches_pyproject_dependencies():
