@@ -40,15 +40,15 @@ PRESETS: dict[str, Preset] = {
             description="2 layers, d_model 128, context 128, Shakespeare; ~2 min on 2 CPU cores",
             model=dict(d_model=128, n_heads=4, d_head=32, d_mlp=512, n_layers=2, n_ctx=128),
             train=TrainConfig(
-                max_steps=300,
+                max_steps=200,
                 batch_size=16,
                 lr=3e-3,
                 min_lr=3e-4,
-                warmup_steps=30,
+                warmup_steps=20,
                 weight_decay=0.1,
                 eval_interval=50,
                 eval_windows=32,
-                checkpoint_interval=100,
+                checkpoint_interval=50,
             ),
         ),
         Preset(
