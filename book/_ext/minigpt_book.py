@@ -11,6 +11,11 @@ Two jobs:
   an output before it knows the builder, so plotly's own JSON type (kept for JupyterLab)
   draws "skipping unknown output mime type: application/vnd.plotly.v1+json" on every
   figure. Only that exact message is dropped; every other warning still fails ``-W``.
+* **Execute once in CI.** ``$MINIGPT_BOOK_EXECUTE`` (``auto``, ``force``, ``cache`` or
+  ``off``) overrides ``execute_notebooks`` from ``_config.yml``. CI runs the chapters with
+  ``pytest --nbmake --overwrite`` (which writes the outputs back) and then builds with
+  ``MINIGPT_BOOK_EXECUTE=off``; a chapter that arrives without outputs is then a warning
+  (so an error under ``-W``) rather than a silently empty page.
 * **The timings appendix.** The ``minigpt-timings`` directive renders the JSON files that
   ``book/_ext/record_timings.py`` writes from a ``pytest --nbmake`` run into one table:
   one row per chapter, one column per recorded device.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging as stdlib_logging
+import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +40,8 @@ LOGGER = logging.getLogger(__name__)
 PLOTLY_JS = "plotly.min.js"
 PLOTLY_MARKER = "plotly-graph-div"  # class of the div that plotly's HTML output draws into
 TIMINGS_DIR = "_static/timings"  # relative to the book's source folder
+EXECUTE_ENV = "MINIGPT_BOOK_EXECUTE"
+EXECUTE_MODES = ("auto", "force", "cache", "off")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 EXPECTED_WARNING = f"skipping unknown output mime type: {PLOTLY_MIME}"
 
@@ -66,6 +74,33 @@ def plotly_js_source() -> Path:
             "does not bundle plotly.js; reinstall plotly>=6"
         )
     return path
+
+
+def _execution_mode_from_env(app: Sphinx, config) -> None:
+    mode = os.environ.get(EXECUTE_ENV, "").strip().lower()
+    if not mode:
+        return
+    if mode not in EXECUTE_MODES:
+        raise ValueError(f"${EXECUTE_ENV}={mode!r} is not one of {', '.join(EXECUTE_MODES)}")
+    config.nb_execution_mode = mode
+
+
+def _check_outputs_present(app: Sphinx, env, docnames: list[str]) -> None:
+    """With execution off, every notebook must bring its outputs along."""
+    if getattr(app.config, "nb_execution_mode", None) != "off":
+        return
+    for docname in docnames:
+        path = Path(env.doc2path(docname))
+        if path.suffix != ".ipynb":
+            continue
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        code = [cell for cell in cells if cell.get("cell_type") == "code"]
+        if code and not any(cell.get("outputs") for cell in code):
+            LOGGER.warning(
+                f"{path.name} has no outputs and execution is off (${EXECUTE_ENV}=off): "
+                "run pytest --nbmake --overwrite on it first, or build with execution on",
+                location=docname,
+            )
 
 
 def _add_plotly_to_figure_pages(app: Sphinx, pagename, templatename, context, doctree) -> None:
@@ -217,6 +252,8 @@ class TimingsDirective(SphinxDirective):
 
 def setup(app: Sphinx) -> dict:
     _install_warning_filter(app)
+    app.connect("config-inited", _execution_mode_from_env)
+    app.connect("env-before-read-docs", _check_outputs_present)
     app.connect("html-page-context", _add_plotly_to_figure_pages)
     app.connect("html-page-context", _dedupe_scripts)
     app.connect("build-finished", _copy_plotly)

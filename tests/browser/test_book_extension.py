@@ -131,3 +131,15 @@ def test_timings_directive_renders_a_row_per_chapter(tmp_path):
 def test_timings_directive_without_data_says_so(tmp_path):
     out = _build(tmp_path, {"timings": "Timings\n=======\n\n.. minigpt-timings::\n"})
     assert "No timings recorded yet" in (out / "timings.html").read_text()
+
+
+def test_execution_mode_comes_from_the_environment(monkeypatch):
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(nb_execution_mode="auto")
+    monkeypatch.setenv(minigpt_book.EXECUTE_ENV, "off")
+    minigpt_book._execution_mode_from_env(None, config)
+    assert config.nb_execution_mode == "off"
+    monkeypatch.setenv(minigpt_book.EXECUTE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="'sometimes' is not one of auto, force, cache, off"):
+        minigpt_book._execution_mode_from_env(None, config)
