@@ -143,8 +143,10 @@ class BPETokenizer:
                 f"vocab_size={vocab_size!r} must be an integer >= {floor} "
                 f"(256 byte tokens + {len(special_tokens)} special tokens)"
             )
-        if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens={list(special_tokens)!r} has duplicates")
+        if len(set(special_tokens)) != len(special_tokens) or not all(special_tokens):
+            raise ValueError(
+                f"special_tokens={list(special_tokens)!r} must be non-empty and unique"
+            )
         chunks = regex.findall(pattern, text) if pattern else [text]
         n_merges = vocab_size - floor
         merges = train_merges(word_counts_of(chunks), n_merges)

@@ -356,6 +356,12 @@ def test_vocab_size_too_small(size):
         BPETokenizer.train("some text", size)
 
 
+@pytest.mark.parametrize("specials", [("<|a|>", "<|a|>"), ("",)])
+def test_train_rejects_bad_special_tokens(specials):
+    with pytest.raises(ValueError, match="must be non-empty and unique"):
+        BPETokenizer.train("some text", 300, special_tokens=specials)
+
+
 def test_vocab_size_beyond_the_text():
     with pytest.raises(ValueError, match="runs out of pairs"):
         BPETokenizer.train("abab", 300, special_tokens=())
