@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import einops
 import pytest
 import torch
 
@@ -62,3 +63,19 @@ def test_pos_embed_follows_given_positions():
         out = pos_embed(positions)
     assert torch.equal(out[0, 2:], out[1, :3])
     assert out.shape == (2, 5, 8)
+
+
+def test_unembed_fused_call_equals_the_einsum():
+    cfg = GPTConfig(d_model=16, n_heads=2, d_head=8, d_mlp=64, n_layers=1, n_ctx=8, d_vocab=40)
+    torch.manual_seed(0)
+    unembed = Unembed(cfg)
+    with torch.no_grad():
+        unembed.b_U.normal_()
+        resid = torch.randn(2, 5, 16)
+        expected = (
+            einops.einsum(
+                resid, unembed.W_U, "batch pos d_model, d_model d_vocab -> batch pos d_vocab"
+            )
+            + unembed.b_U
+        )
+        torch.testing.assert_close(unembed(resid), expected, atol=1e-6, rtol=0)

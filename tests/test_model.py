@@ -253,3 +253,25 @@ def test_from_hf_is_strict():
         load_tl_parameters(model, bad)
     with pytest.raises(ValueError, match="missing.*ln_final.w"):
         load_tl_parameters(model, {k: v for k, v in params.items() if k != "ln_final.w"})
+
+
+def test_layer_norm_fused_path_equals_explicit_path():
+    from minigpt.layernorm import LayerNorm
+
+    cfg = GPTConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, n_layers=1, n_ctx=8, d_vocab=10)
+    torch.manual_seed(0)
+    ln = LayerNorm(cfg)
+    with torch.no_grad():
+        ln.w.normal_()
+        ln.b.normal_()
+        x = torch.randn(3, 7, 32) * 5 + 2
+        acts: dict[str, torch.Tensor] = {}
+        explicit = ln(x, acts=acts)
+        fused = ln(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        acts["hook_normalized"].mean(-1), torch.zeros(3, 7), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        acts["hook_normalized"].pow(2).mean(-1), torch.ones(3, 7), atol=1e-3, rtol=0
+    )
