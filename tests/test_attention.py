@@ -94,3 +94,26 @@ def test_kv_cache_rejects_bad_use():
         cache.update(0, torch.zeros(3, 1, 1, 4), torch.zeros(3, 1, 1, 4))
     with pytest.raises(ValueError, match=r"attn_impl='fast'"):
         Attention(GPTConfig(), impl="fast")
+
+
+def test_cache_grows_past_its_first_buffer_and_keeps_gradients():
+    cfg = GPTConfig(d_model=16, n_heads=4, d_head=4, d_mlp=64, n_layers=1, n_ctx=100, d_vocab=10)
+    torch.manual_seed(2)
+    attn = Attention(cfg, impl="sdpa")
+    x = torch.randn(2, 70, 16)
+    with torch.no_grad():
+        whole = attn(x)
+        cache = KVCache(n_layers=1, batch_size=2, n_ctx=100)
+        steps = [attn(x[:, i : i + 1], cache=cache) for i in range(70)]  # buffers of 32, 64, 100
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-6, rtol=0)
+    assert cache.keys(0).shape == (2, 4, 70, 4)
+    # With gradients on, appending is functional, and backward through the cache works.
+    x.requires_grad_(True)
+    attn(x).pow(2).sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    cache = KVCache(n_layers=1, batch_size=2, n_ctx=100)
+    first = attn(x[:, :30], cache=cache)
+    rest = attn(x[:, 30:], cache=cache)
+    torch.cat([first, rest], dim=1).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, expected, atol=1e-5, rtol=0)
