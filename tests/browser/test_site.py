@@ -274,3 +274,20 @@ def test_every_chapter_page_was_built():
     missing = [name for name in listed if not (SITE / f"{name}.html").is_file()]
     assert listed, "_toc.yml lists no files"
     assert not missing, f"pages in _toc.yml but not in {SITE}: {missing}"
+
+
+def test_search_finds_the_chapters(browser, base_url):
+    """The search page works offline: a word from the chapters brings back result links."""
+    if not PAGES:
+        pytest.fail(f"{SITE} holds no HTML pages")
+    browser.get(f"{base_url}/search.html?q=attention")
+    deadline = time.monotonic() + FIGURE_TIMEOUT_S
+    results: list[str] = []
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.2)
+        results = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#search-results li a'))"
+            ".map(a => a.getAttribute('href'))"
+        )
+    assert results, "search.html?q=attention returned no results"
+    assert all(not href.startswith("http") for href in results), results
