@@ -14,6 +14,7 @@ The text sources themselves (Shakespeare, local files, Hugging Face datasets) li
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ __all__ = [
 
 PARALLEL_BYTES = 4_000_000  # corpora bigger than this are tokenized by several processes
 CHUNK_BYTES = 1_000_000  # text handed to one worker at a time
+GROUP_BYTES = 64_000_000  # text read and encoded before its ids are written out
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -107,31 +109,53 @@ def _pieces(documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
         yield "".join(piece), True
 
 
-def _encode_all(tokenizer, documents: list[str], workers: int) -> Iterator[np.ndarray]:
-    """Every document's ids, with the separator between documents, piece by piece."""
+def _groups(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+    """Pieces in groups of about ``GROUP_BYTES``: what is held in memory at once."""
+    group: list[tuple[str, bool]] = []
+    size = 0
+    for piece in pieces:
+        group.append(piece)
+        size += len(piece[0])
+        if size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _encode_all(
+    tokenizer, documents: Iterable[str], workers: int, total: int | None
+) -> Iterator[np.ndarray]:
+    """Every document's ids, with the separator between documents, piece by piece.
+
+    Documents are read lazily (a streamed dataset is never held whole in memory) and
+    encoded a group of pieces at a time, by ``workers`` processes when there are several.
+    """
     from tqdm import tqdm
 
     separator = np.asarray(_separator_ids(tokenizer), dtype=np.int64)
-    pieces = list(_pieces(documents))
-    texts = [text for text, _ in pieces]
-    total = sum(len(t) for t in texts)
-    with tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=None) as bar:
-        if workers > 1:
-            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer,))
-            with pool:
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer,))
+    after_document = False
+    bar = tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=None)
+    try:
+        for group in _groups(_pieces(documents)):
+            texts = [text for text, _ in group]
+            if pool is not None:
                 encoded = pool.map(_encode_in_worker, texts, chunksize=1)
-                yield from _join(encoded, pieces, separator, bar)
-        else:
-            encoded = map(tokenizer.encode_ordinary, texts)
-            yield from _join(encoded, pieces, separator, bar)
-
-
-def _join(encoded, pieces, separator: np.ndarray, bar) -> Iterator[np.ndarray]:
-    for i, (ids, (text, ends_document)) in enumerate(zip(encoded, pieces)):
-        yield np.asarray(ids, dtype=np.int64)
-        if ends_document and i < len(pieces) - 1:
-            yield separator
-        bar.update(len(text))
+            else:
+                encoded = map(tokenizer.encode_ordinary, texts)
+            for ids, (text, ends_document) in zip(encoded, group):
+                if after_document:
+                    yield separator
+                yield np.asarray(ids, dtype=np.int64)
+                after_document = ends_document
+                bar.update(len(text))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def tokenize_corpus(
@@ -146,16 +170,18 @@ def tokenize_corpus(
     """All token ids of a corpus as one flat array (documents joined by ``<|endoftext|>``).
 
     The first call encodes the corpus and caches the ids under ``cache_dir()/tokens`` as
-    ``uint16`` (``uint32`` for vocabularies over 65,536); later calls memory-map that file.
+    ``uint16`` (``uint32`` for vocabularies over 65,536), written as they come, so a large
+    streamed corpus never sits whole in memory; later calls memory-map that file.
 
     Args:
         name_or_path: a corpus, as in :func:`minigpt.corpus.iter_documents`.
         tokenizer: anything with ``encode``/``encode_ordinary``/``to_dict``/``vocab_size``
             (a :class:`minigpt.tokenizer.BPETokenizer`).
         max_documents: read only the first documents (``None``: all).
-        workers: processes that encode in parallel (default: all cores, for corpora over
-            4 MB; 1 otherwise).
+        workers: processes that encode in parallel (default: all cores for a Hugging Face
+            dataset or a corpus over 4 MB; 1 otherwise).
         cache: read and write the on-disk cache.
+        **corpus_kwargs: ``split``, ``text_column``, ``streaming`` of a Hugging Face dataset.
     """
     name = str(name_or_path)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -166,27 +192,49 @@ def tokenize_corpus(
         meta = json.loads(meta_path.read_text())
         return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
 
-    documents = [d for d in iter_documents(name, max_documents=max_documents, **corpus_kwargs)]
-    total = sum(len(d) for d in documents)
-    if not any(d.strip() for d in documents):
-        raise CorpusError(f"corpus {name!r} is empty")
+    documents: Iterable[str] = iter_documents(name, max_documents=max_documents, **corpus_kwargs)
+    total = None
+    if name == "shakespeare" or Path(name).exists():  # small enough to list: a known total
+        documents = list(documents)
+        total = sum(len(d) for d in documents)
     if workers is None:
-        workers = (os.cpu_count() or 1) if total > PARALLEL_BYTES else 1
-    ids = np.concatenate(list(_encode_all(tokenizer, documents, max(1, workers))))
-    if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
-        raise CorpusError(f"tokenizer produced ids outside [0, {tokenizer.vocab_size})")
-    tokens = ids.astype(dtype)
-    if not cache:
-        return tokens
+        workers = (os.cpu_count() or 1) if total is None or total > PARALLEL_BYTES else 1
+    seen_text = False
+
+    def watched(docs: Iterable[str]) -> Iterator[str]:
+        nonlocal seen_text
+        for doc in docs:
+            seen_text = seen_text or bool(doc.strip())
+            yield doc
+
+    documents = watched(documents)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tokens.tofile(tmp)
-    os.replace(tmp, path)
-    meta = {"corpus": name, "n_tokens": int(tokens.size), "dtype": np.dtype(dtype).name}
+    chunks: list[np.ndarray] = []
+    n_tokens = 0
+    try:
+        with open(tmp, "wb") if cache else contextlib.nullcontext() as out:
+            for ids in _encode_all(tokenizer, documents, max(1, workers), total):
+                if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
+                    raise CorpusError(f"tokenizer produced ids outside [0, {tokenizer.vocab_size})")
+                n_tokens += ids.size
+                if cache:
+                    ids.astype(dtype).tofile(out)
+                else:
+                    chunks.append(ids.astype(dtype))
+        if n_tokens == 0 or not seen_text:
+            raise CorpusError(f"corpus {name!r} is empty")
+        if not cache:
+            return np.concatenate(chunks)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    meta = {"corpus": name, "n_tokens": n_tokens, "dtype": np.dtype(dtype).name}
     meta_tmp = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
     meta_tmp.write_text(json.dumps(meta | {"vocab_size": tokenizer.vocab_size}))
     os.replace(meta_tmp, meta_path)  # written last: its presence means the .bin is complete
-    return np.memmap(path, dtype=dtype, mode="r", shape=(tokens.size,))
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
 
 
 @dataclass(frozen=True)

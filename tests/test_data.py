@@ -101,6 +101,7 @@ def test_token_cache_is_reused_and_keyed_by_content(
 
 def test_parallel_tokenization_gives_the_same_ids(cache, corpus_dir, small_tokenizer, monkeypatch):
     monkeypatch.setattr(data_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
+    monkeypatch.setattr(data_mod, "GROUP_BYTES", 100)  # and encode them a few at a time
     serial = tokenize_corpus(corpus_dir, small_tokenizer, workers=1, cache=False)
     parallel = tokenize_corpus(corpus_dir, small_tokenizer, workers=2, cache=False)
     assert serial.tolist() == parallel.tolist()
@@ -108,6 +109,13 @@ def test_parallel_tokenization_gives_the_same_ids(cache, corpus_dir, small_token
         small_tokenizer.encode(TEXT_A) + [small_tokenizer.eot_id] + small_tokenizer.encode(TEXT_B)
     )
     assert serial.tolist() == whole  # cuts fall at line breaks, so no word is split
+
+
+def test_empty_corpus_is_an_error_and_leaves_no_cache(cache, tmp_path, small_tokenizer):
+    (tmp_path / "blank.txt").write_text("\n   \n")
+    with pytest.raises(CorpusError, match="empty"):
+        tokenize_corpus(tmp_path / "blank.txt", small_tokenizer)
+    assert not list((cache / "tokens").glob("*"))
 
 
 def test_split_windows_and_reproducible_sampling():
