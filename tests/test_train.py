@@ -273,3 +273,28 @@ def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
     preset = Preset("tiny", "test", model, CFG.replace(max_steps=4), data=str(text))
     with pytest.raises(AssertionError, match="should have been loaded"):  # stale: retrains
         zoo.shakespeare_model("cpu")
+
+
+def test_profiler_trace_and_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = CFG.replace(max_steps=6, profile=True, tensorboard=True)
+    train(micro_model(), micro_data(), cfg, out_dir=tmp_path, progress=False)
+    assert list((tmp_path / "profile").glob("*.pt.trace.json"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_the_real_tiny_shakespeare_model_has_learned():
+    """Trains the tiny preset if the cache lacks it (~1-2 min), then checks what it learned."""
+    from minigpt.checkpoint import read_metrics
+    from minigpt.zoo import shakespeare_metrics_path, shakespeare_model
+
+    model, tokenizer = shakespeare_model("cpu")
+    records = read_metrics(shakespeare_metrics_path())
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    assert abs(val[0] - math.log(tokenizer.vocab_size)) < 0.1  # starts at ~ln 4096 = 8.32
+    assert val[-1] < 6.0  # perplexity under ~400, from 4096
+    ids = torch.tensor([tokenizer.encode("ROMEO.\nWhat say you, my lord?\n")])
+    with torch.no_grad():
+        loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
+    assert float(loss) < 6.5
