@@ -150,6 +150,11 @@ def load_timings(folder: Path) -> list[dict]:
     return runs
 
 
+def _notebook(entry: dict) -> str:
+    """A chapter's file name: the same in every run, wherever the copy that ran lived."""
+    return entry.get("notebook") or Path(entry["path"]).name
+
+
 def _seconds(entry: dict | None) -> str:
     if entry is None:
         return "not run"
@@ -191,12 +196,12 @@ class TimingsDirective(SphinxDirective):
             ref += nodes.literal(text=docname)
             para += ref
         else:
-            para += nodes.literal(text=Path(notebook).name)
+            para += nodes.literal(text=notebook)
         return para
 
     def _table(self, runs: list[dict]) -> nodes.table:
-        notebooks = sorted({nb["path"] for run in runs for nb in run["notebooks"]})
-        by_run = [{nb["path"]: nb for nb in run["notebooks"]} for run in runs]
+        notebooks = sorted({_notebook(nb) for run in runs for nb in run["notebooks"]})
+        by_run = [{_notebook(nb): nb for nb in run["notebooks"]} for run in runs]
         header = ["Chapter"] + [f"{run['label']} (seconds)" for run in runs]
         rows = [
             [self._chapter_cell(path)]

@@ -29,7 +29,7 @@ DEFAULT_OUT = ROOT / "book" / "_static" / "timings"
 
 
 def parse_junit(path: Path) -> list[dict]:
-    """One ``{"path", "seconds", "outcome"}`` per notebook test case in a JUnit XML file."""
+    """One ``{"notebook", "path", "seconds", "outcome"}`` per notebook test case in a JUnit XML file."""
     cases = []
     for case in ET.parse(path).getroot().iter("testcase"):
         name = case.get("name", "")
@@ -44,6 +44,7 @@ def parse_junit(path: Path) -> list[dict]:
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
         cases.append(
             {
+                "notebook": name,  # the key across runs, wherever the copy that ran lived
                 "path": f"{folder}/{name}" if folder else name,
                 "seconds": round(float(case.get("time", "nan")), 2),
                 "outcome": outcome,
@@ -51,7 +52,7 @@ def parse_junit(path: Path) -> list[dict]:
         )
     if not cases:
         raise ValueError(f"{path} holds no notebook test cases; was it written by pytest --nbmake?")
-    return sorted(cases, key=lambda c: c["path"])
+    return sorted(cases, key=lambda c: c["notebook"])
 
 
 def _cpu_name() -> str:

@@ -33,8 +33,18 @@ def test_parse_junit_reads_notebook_times_and_outcomes(tmp_path):
     xml.write_text(JUNIT)
     cases = record_timings.parse_junit(xml)
     assert cases == [
-        {"path": "book/00_reference.ipynb", "seconds": 12.25, "outcome": "failed"},
-        {"path": "book/01_tokenization.ipynb", "seconds": 41.5, "outcome": "passed"},
+        {
+            "notebook": "00_reference.ipynb",
+            "path": "book/00_reference.ipynb",
+            "seconds": 12.25,
+            "outcome": "failed",
+        },
+        {
+            "notebook": "01_tokenization.ipynb",
+            "path": "book/01_tokenization.ipynb",
+            "seconds": 41.5,
+            "outcome": "passed",
+        },
     ]
 
 
