@@ -32,19 +32,8 @@ from minigpt.checkpoint import (
     truncate_metrics,
 )
 from minigpt.data import TokenData
+from minigpt.perf import precision_for, step_profiler, summary_writer
 from minigpt.train_config import TrainConfig
-
-
-def precision_for(device: torch.device, precision: str) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use a gradient scaler)`` for a device and a precision name."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None, False
-        precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if precision == "float32":
-        return None, False
-    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
-    return dtype, dtype == torch.float16 and device.type == "cuda"
 
 
 class TrainRun:
@@ -134,7 +123,7 @@ class TrainRun:
                 self.history = read_metrics(metrics) if metrics.is_file() else []
             self._metrics = open(metrics, "a" if resume else "w", encoding="utf-8")
             if self.cfg.tensorboard:
-                self._writer = _summary_writer(self.out_dir / "tensorboard")
+                self._writer = summary_writer(self.out_dir / "tensorboard")
         if not resume:
             self._log({"step": 0, "loss": self.evaluate("train"), **self._eval()})
 
@@ -299,17 +288,7 @@ class TrainRun:
     def profiler(self):
         if not self.cfg.profile or self.out_dir is None:
             return contextlib.nullcontext()
-        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
-
-        activities = [ProfilerActivity.CPU]
-        if self.device.type == "cuda":
-            activities.append(ProfilerActivity.CUDA)
-        return profile(
-            activities=activities,
-            schedule=schedule(wait=1, warmup=1, active=3, repeat=1),
-            on_trace_ready=tensorboard_trace_handler(str(self.out_dir / "profile")),
-            record_shapes=True,
-        )
+        return step_profiler(self.out_dir / "profile", self.device)
 
     def result(self, status: str):
         from minigpt.train import TrainResult
@@ -320,14 +299,3 @@ class TrainRun:
 def _device_of(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def _summary_writer(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ImportError(
-            "TrainConfig.tensorboard=True needs the tensorboard package: "
-            "`pip install tensorboard` (or the project's dev extra)"
-        ) from err
-    return SummaryWriter(str(folder))
