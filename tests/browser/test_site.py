@@ -181,23 +181,24 @@ def _wait_for_figures(driver) -> dict:
 
 
 def _screenshot(driver, page: str) -> Path:
-    """Save the whole page (not just the window) as a PNG named after the page."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    width = driver.execute_script("return document.documentElement.scrollWidth")
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {
-                "x": 0,
-                "y": 0,
-                "width": width,
-                "height": min(height, MAX_SCREENSHOT_PX),
-                "scale": 1,
-            },
-        },
+    """Save the whole page (not just the window) as a PNG named after the page.
+
+    The viewport is made as tall as the page for the capture (capturing beyond a normal
+    viewport can leave tall pages shifted sideways), then put back.
+    """
+    width = driver.execute_script("return document.documentElement.clientWidth")
+    height = min(
+        driver.execute_script("return document.documentElement.scrollHeight"), MAX_SCREENSHOT_PX
     )
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        time.sleep(0.5)  # let responsive figures settle at the new size
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")
     path.write_bytes(base64.b64decode(shot["data"]))
