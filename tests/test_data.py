@@ -149,3 +149,33 @@ def test_load_tokens_with_the_shakespeare_tokenizer():
     assert data.vocab_size == 4096
     assert 1_000_000 < data.tokens.size < 3_000_000
     assert int(data.tokens.max()) < 4096
+
+
+class FakeDataset(list):
+    """Stands in for a streamed Hugging Face dataset (no network here)."""
+
+    column_names = ["text", "meta"]
+
+
+def test_hugging_face_dataset_documents_by_column(cache, monkeypatch, small_tokenizer):
+    import datasets
+
+    import minigpt.reference
+
+    calls = []
+
+    def fake_load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        return FakeDataset([{"text": TEXT_A, "meta": 1}, {"text": TEXT_B, "meta": 2}] * 3)
+
+    monkeypatch.setattr(minigpt.reference, "hub_reachable", lambda timeout=1.5: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert list(iter_documents("someone/corpus", max_documents=3)) == [TEXT_A, TEXT_B, TEXT_A]
+    assert calls == [("someone/corpus", "train", True)]
+    ids = tokenize_corpus("someone/corpus", small_tokenizer, max_documents=2, workers=1)
+    eot = small_tokenizer.eot_id
+    assert ids.tolist() == small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
+    with pytest.raises(
+        CorpusError, match="no column text_column='body'; it has \\['text', 'meta'\\]"
+    ):
+        load_corpus("someone/corpus", text_column="body")
