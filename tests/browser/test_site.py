@@ -20,7 +20,8 @@ Run after building the site::
     pytest tests/browser -v
 
 It skips, saying why, when the site is not built, or Chromium, chromedriver or selenium
-is missing (``apt-get install chromium chromium-driver``; ``pip install selenium``).
+is missing (``apt-get install chromium chromium-driver``; ``pip install selenium``), unless
+``$MINIGPT_REQUIRE_BROWSER=1`` (set it in CI), which turns that skip into a failure.
 Set ``$MINIGPT_SITE`` to test a site built elsewhere.
 """
 
@@ -92,7 +93,16 @@ def _skip_reason() -> str | None:
 
 SKIP = _skip_reason()
 PAGES = site_pages() if SKIP is None else []
-pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+REQUIRE_ENV = "MINIGPT_REQUIRE_BROWSER"  # CI sets it to 1: then a skip would hide a broken setup
+needs_browser = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+def test_browser_test_can_run():
+    """Fails, instead of skipping, when CI asked for the browser test and it cannot run."""
+    if SKIP is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"${REQUIRE_ENV}=1 but the browser test cannot run: {SKIP}")
+        pytest.skip(SKIP)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -213,6 +223,7 @@ def _record_summary(page: str, facts: dict) -> None:
     path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+@needs_browser
 @pytest.mark.parametrize("page", PAGES or ["(no pages)"])
 def test_page_renders_cleanly(page, browser, base_url):
     if not PAGES:
@@ -261,6 +272,7 @@ def test_page_renders_cleanly(page, browser, base_url):
     assert not problems, f"{page} (screenshot: {shot}):\n" + "\n".join(problems)
 
 
+@needs_browser
 def test_every_chapter_page_was_built():
     """Each notebook in book/ listed in the TOC became a page (nothing silently dropped)."""
     # The site is built into <root>/_build/html, next to the _toc.yml it was built from.
@@ -277,6 +289,7 @@ def test_every_chapter_page_was_built():
     assert not missing, f"pages in _toc.yml but not in {SITE}: {missing}"
 
 
+@needs_browser
 def test_search_finds_the_chapters(browser, base_url):
     """The search page works offline: a word from the chapters brings back result links."""
     if not PAGES:
