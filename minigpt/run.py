@@ -167,6 +167,15 @@ class TrainRun:
                 f"checkpoint {path} was made with other training settings ({'; '.join(diffs)}); "
                 "resume with the same arguments"
             )
+        saved = state.get("meta") or {}
+        changed = [
+            f"{k}: {saved[k]!r} vs {v!r}" for k, v in self.meta.items() if saved.get(k, v) != v
+        ]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on other data ({'; '.join(changed)}); "
+                "resume with the same corpus and tokenizer"
+            )
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

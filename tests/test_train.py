@@ -178,7 +178,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path)
 
 
 def test_a_new_run_never_overwrites_a_checkpoint(tmp_path):
-    train(micro_model(), micro_data(), CFG.replace(max_steps=2), out_dir=tmp_path, progress=False)
+    train(micro_model(), micro_data(), CFG.replace(max_steps=2), out_dir=tmp_path, progress=False,
+          meta={"data": "a"})  # fmt: skip
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         train(micro_model(), micro_data(), CFG, out_dir=tmp_path, progress=False)
@@ -188,6 +189,9 @@ def test_a_new_run_never_overwrites_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="lr: 0.01 vs 0.02"):
         train(micro_model(), micro_data(), CFG.replace(lr=0.02), out_dir=tmp_path, resume=True,
               progress=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match="other data \\(data: 'a' vs 'b'\\)"):
+        train(micro_model(), micro_data(), CFG, out_dir=tmp_path, resume=True, progress=False,
+              meta={"data": "b"})  # fmt: skip
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
