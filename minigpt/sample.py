@@ -259,8 +259,8 @@ def stream(
     )
     running = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     new_tokens: list[list[int]] = [[] for _ in range(tokens.shape[0])]
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
+    for _ in range(max_new_tokens):
+        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
             logits = decoder.next_logits()
             if logits is None:  # context full and context_overflow="stop"
                 return
@@ -271,16 +271,16 @@ def stream(
             if counts is not None:
                 counts.scatter_add_(1, next_tokens[:, None], running[:, None].long())
             decoder.append(next_tokens)
-            hit = torch.isin(next_tokens, stops) if len(stops) else torch.zeros_like(running)
-            if stop_strings:
-                for row in running.nonzero().flatten().tolist():
-                    new_tokens[row].append(int(next_tokens[row]))
-                    text = decode(new_tokens[row])
-                    hit[row] |= any(s in text for s in stop_strings)
-            running &= ~hit
-            yield next_tokens
-            if not running.any():
-                return
+        hit = torch.isin(next_tokens, stops) if len(stops) else torch.zeros_like(running)
+        if stop_strings:
+            for row in running.nonzero().flatten().tolist():
+                new_tokens[row].append(int(next_tokens[row]))
+                text = decode(new_tokens[row])
+                hit[row] |= any(s in text for s in stop_strings)
+        running &= ~hit
+        yield next_tokens
+        if not running.any():
+            return
 
 
 def generate(

@@ -441,3 +441,12 @@ def test_gpt2_small_beam_search_equals_hugging_face(reference):
                                          max_new_tokens=10, num_beams=3, do_sample=False,
                                          pad_token_id=50256, eos_token_id=50256)  # fmt: skip
     assert torch.equal(ours, theirs)
+
+
+def test_stream_leaves_the_callers_grad_mode_alone(tiny):
+    model, _ = tiny
+    with torch.enable_grad():
+        steps = stream(model, prompts(1), 3)
+        next(steps)
+        assert torch.is_grad_enabled(), "grad mode leaked out of the generator"
+        steps.close()
