@@ -18,6 +18,8 @@ from minigpt.config import GPTConfig
 from minigpt.embed import Embed, PosEmbed, Unembed
 from minigpt.layernorm import LayerNorm
 
+PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
 
 class GPT(nn.Module):
     """GPT-2 with TransformerLens's parameter names (``embed.W_E``, ``blocks.0.attn.W_Q``, ...).
@@ -202,9 +204,22 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str = "gpt2", attn_impl: str = "sdpa") -> GPT:
         """OpenAI's GPT-2 (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``) from the
-        Hugging Face hub or its local cache. Raises OSError where neither has them."""
+        local Hugging Face cache or the hub. Raises OSError at once where neither has them
+        (rather than after the ~30 s of retries of a plain ``from_pretrained`` offline)."""
         from transformers import GPT2LMHeadModel
 
-        if name not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
-            raise ValueError(f"name={name!r}: expected gpt2, gpt2-medium, gpt2-large or gpt2-xl")
-        return cls.from_hf(GPT2LMHeadModel.from_pretrained(name), attn_impl=attn_impl)
+        from minigpt.reference import hub_reachable
+        from minigpt.weights import hf_weights_cached
+
+        if name not in PRETRAINED_NAMES:
+            raise ValueError(f"name={name!r} is not one of {', '.join(PRETRAINED_NAMES)}")
+        if hf_weights_cached(name):
+            hf = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
+        elif hub_reachable():
+            hf = GPT2LMHeadModel.from_pretrained(name)
+        else:
+            raise OSError(
+                f"the weights of {name!r} are not in the Hugging Face cache and the hub is "
+                "unreachable; fetch them once where it is reachable"
+            )
+        return cls.from_hf(hf.eval(), attn_impl=attn_impl)

@@ -107,3 +107,15 @@ def load_hf_state_dict(model, hf_state: dict[str, Tensor]) -> None:
     """Copy a Hugging Face GPT-2 state dict into ``model`` (a :class:`~minigpt.model.GPT`)."""
     cfg = model.cfg
     load_tl_parameters(model, hf_to_tl_state_dict(hf_state, cfg.n_layers, cfg.n_heads))
+
+
+def hf_weights_cached(name: str) -> bool:
+    """Whether a hub model's config and weights are in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return False
+    return any(
+        isinstance(try_to_load_from_cache(name, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin")
+    )

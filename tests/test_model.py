@@ -112,6 +112,18 @@ def test_pretrained_hello_world_loss():
     assert abs(loss.item() - 5.331856) < 1e-4
 
 
+@pytest.mark.skipif(PRETRAINED_REACHABLE, reason="the real weights are reachable here")
+def test_from_pretrained_fails_fast_offline():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="'gpt2' are not in the Hugging Face cache"):
+        GPT.from_pretrained("gpt2")
+    assert time.perf_counter() - start < 10
+    with pytest.raises(ValueError, match="name='gpt3'"):
+        GPT.from_pretrained("gpt3")
+
+
 def test_sdpa_equals_einsum(small):
     tokens = torch.randint(0, 101, (3, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
