@@ -6,7 +6,8 @@ Every page of ``_build/html`` is opened through a local HTTP server. A page fail
   load, a request that tried to leave the machine;
 * a plotly figure did not draw (its ``.plotly-graph-div`` has no ``.main-svg`` inside);
 * a formula was not typeset by MathJax (served from the site), or MathJax reported an error;
-* an executed cell left a traceback or stderr output (a stray warning) in the page.
+* an executed cell left a traceback or stderr output (a stray warning) in the page;
+* a link inside the site points to a file the site does not have.
 
 Each page is saved as a full-page screenshot in ``$MINIGPT_SCREENSHOTS`` (default
 ``_build/screenshots``), to look at by eye, with ``summary.json`` beside them: per page, the
@@ -36,6 +37,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -172,6 +174,24 @@ return {
 """
 
 
+# Absolute URLs of the links that stay on this site (the served origin).
+LOCAL_LINKS_JS = """
+return Array.from(document.querySelectorAll('a[href]'))
+  .map(a => a.href)
+  .filter(href => href.startsWith(window.location.origin + '/'));
+"""
+
+
+def _broken_local_links(driver, base_url: str) -> list[str]:
+    broken = set()
+    for href in driver.execute_script(LOCAL_LINKS_JS):
+        path = urlsplit(href).path.removeprefix(urlsplit(base_url).path).lstrip("/")
+        target = SITE / unquote(path)
+        if not (target.is_file() or (target / "index.html").is_file()):
+            broken.add(path)
+    return sorted(broken)
+
+
 def _wait_for_math(driver) -> dict:
     deadline = time.monotonic() + MATH_TIMEOUT_S
     while True:
@@ -233,6 +253,7 @@ def test_page_renders_cleanly(page, browser, base_url):
     figures = _wait_for_figures(browser)
     math = _wait_for_math(browser)
     bad_outputs = browser.execute_script(BAD_OUTPUTS_JS)
+    broken_links = _broken_local_links(browser, base_url)
     count = "return document.body.innerText.split(arguments[0]).length - 1"
     shot = _screenshot(browser, page)
     _record_summary(
@@ -267,6 +288,8 @@ def test_page_renders_cleanly(page, browser, base_url):
         )
     if math["errors"]:
         problems.append("MathJax errors: " + "; ".join(math["errors"]))
+    if broken_links:
+        problems.append(f"links to files the site does not have: {broken_links}")
     if bad_outputs:
         problems.append("cell outputs with a traceback or stderr:\n  " + "\n  ".join(bad_outputs))
     assert not problems, f"{page} (screenshot: {shot}):\n" + "\n".join(problems)
