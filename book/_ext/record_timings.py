@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         default="pytest --nbmake book",
         help="the command that produced the XML, shown in the appendix",
     )
+    parser.add_argument(
+        "--commit", default=None, help="the commit that ran (default: git rev-parse HEAD here)"
+    )
     args = parser.parse_args(argv)
     if not args.junit.is_file():
         parser.error(f"junit={str(args.junit)!r} does not exist; run pytest --junitxml first")
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     record = describe_machine()
     record["label"] = args.label or record["device"]
     record["recorded"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    record["commit"] = git_commit()
+    record["commit"] = args.commit or git_commit()
     record["command"] = args.command
     record["notebooks"] = parse_junit(args.junit)
 
