@@ -1,12 +1,18 @@
 """Tokens per second of batch-1 greedy generation with GPT-2 small.
 
-Compares, in one run and on the same weights and prompt: our ``generate`` with the
+Compares, in one run and on the same weights and prompt (rows interleaved, best of
+``--repeats``, so that load from other processes falls on every row alike): our ``generate`` with the
 key/value cache, our ``generate`` without it, Hugging Face ``generate(do_sample=False)``
 and TransformerLens's ``bridge.generate(do_sample=False)``. Every row must produce the
 same tokens (checked); the table gives seconds (best of ``--repeats``), tokens/s and the
 speed relative to ours with the cache.
 
     python benchmarks/bench_generate.py                     # 200 new tokens on CPU
+    python benchmarks/bench_generate.py --threads 1         # a CPU shared with other jobs
+
+On a CPU that other processes also use, pass ``--threads 1``: with more threads than free
+cores, every small matrix product waits on a descheduled thread (measured here: a 768x768
+matrix-vector product took 48 ms with 2 threads on a loaded 2-core machine, 1 ms with 1).
     python benchmarks/bench_generate.py --device cuda --repeats 5
     python benchmarks/bench_generate.py --new-tokens 50 --skip bridge
 """
@@ -19,25 +25,22 @@ import time
 import torch
 
 
-def timed(fn, device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
-    """Best wall time of ``repeats`` calls, and the last call's output."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def timed_once(fn, device: torch.device) -> tuple[float, torch.Tensor]:
+    """Wall time of one call (synchronising a GPU around it), and its output."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs per row")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per row")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["uncached", "hf", "bridge"], help="leave a row out")  # fmt: skip
@@ -83,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GPT-2 small ({ref.weights} weights) on {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch 1, prompt {args.prompt_tokens} tokens, "
           f"{n} new tokens, greedy, best of {args.repeats}")  # fmt: skip
-    results, outputs = {}, {}
-    for name, fn in rows.items():
+    for fn in rows.values():
         fn(4)  # warm up (allocations, first-call overheads)
-        seconds, out = timed(lambda fn=fn: fn(n), device, args.repeats)
-        results[name], outputs[name] = seconds, out.to("cpu")
+    results = {name: float("inf") for name in rows}
+    outputs = {}
+    for _ in range(args.repeats):  # interleaved: load on a shared machine hits every row alike
+        for name, fn in rows.items():
+            seconds, out = timed_once(lambda fn=fn: fn(n), device)
+            results[name], outputs[name] = min(results[name], seconds), out.to("cpu")
     base = results["minigpt, KV cache"]
     print(f"{'implementation':<24} {'seconds':>8} {'tokens/s':>9} {'vs ours+cache':>14}")
     for name, seconds in results.items():
