@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from minigpt.decoding import Decoder, check_count, check_prompt, token_set
+from minigpt.decoding import Decoder, check_count, check_prompt, to_model_device, token_set
 
 DEAD = -1.0e9  # the score of a beam that must never be chosen
 
@@ -77,6 +77,7 @@ def beam_search(
     Returns ``[batch * num_return_sequences, pos + new]`` token ids, rows grouped by prompt.
     """
     check_prompt(model, tokens, attention_mask)
+    tokens, attention_mask = to_model_device(model, tokens, attention_mask)
     check_count("num_beams", num_beams, low=1)
     check_count("max_new_tokens", max_new_tokens, low=1)
     if not isinstance(num_return_sequences, int) or not 1 <= num_return_sequences <= num_beams:

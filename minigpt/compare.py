@@ -21,6 +21,7 @@ import html
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -187,7 +188,7 @@ class Comparison:
             )
             body.append(
                 f"<tr><td style='padding:2px 8px'><code>{html.escape(r.name)}</code></td>"
-                f"<td style='padding:2px 8px'>{list(r.shape)}</td>"
+                f"<td style='padding:2px 8px;white-space:nowrap'>{list(r.shape)}</td>"
                 f"<td style='padding:2px 8px'>{r.max_abs:.2e}</td>"
                 f"<td style='padding:2px 8px'>{r.max_rel:.2e}</td><td style='padding:2px 8px'>{mark}</td></tr>"
             )
@@ -200,8 +201,8 @@ class Comparison:
 
 
 def compare(
-    ours: Mapping[str, torch.Tensor],
-    reference: Mapping[str, torch.Tensor],
+    ours: Mapping[str, torch.Tensor] | Any,
+    reference: Mapping[str, torch.Tensor] | Any,  # also TransformerLens's ActivationCache
     names: Iterable[str] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
@@ -217,6 +218,8 @@ def compare(
     if atol < 0 or rtol < 0:
         raise ValueError(f"atol={atol} and rtol={rtol} must both be >= 0")
     names = list(ours.keys()) if names is None else list(names)
+    if names and not all(hasattr(acts, "__getitem__") for acts in (ours, reference)):
+        raise TypeError("ours and reference must map hook names to tensors")
     if not names:
         raise ValueError("names is empty: nothing to compare")
     rows = []
@@ -244,8 +247,8 @@ def compare(
 
 
 def assert_hooks_close(
-    ours: Mapping[str, torch.Tensor],
-    reference: Mapping[str, torch.Tensor],
+    ours: Mapping[str, torch.Tensor] | Any,
+    reference: Mapping[str, torch.Tensor] | Any,
     names: Iterable[str] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,

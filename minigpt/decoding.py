@@ -58,6 +58,15 @@ def check_prompt(
         )
 
 
+def to_model_device(
+    model: torch.nn.Module, tokens: Tensor, attention_mask: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """The prompt and its mask on the model's device, so a CPU prompt works with a GPU model."""
+    device = next(model.parameters()).device
+    mask = None if attention_mask is None else attention_mask.to(device)
+    return tokens.to(device), mask
+
+
 def check_count(name: str, value: object, low: int) -> None:
     """Raise unless ``value`` is an integer >= ``low``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

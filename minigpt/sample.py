@@ -28,7 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from minigpt.beam import beam_search
-from minigpt.decoding import Decoder, check_count, check_prompt, token_set
+from minigpt.decoding import Decoder, check_count, check_prompt, to_model_device, token_set
 
 # ---------------------------------------------------------------------------------------
 # The transforms: logits [batch, d_vocab] in, logits (or token ids) out.
@@ -150,8 +150,15 @@ def apply_frequency_presence_penalty(
 def sample_token(
     logits: Float[Tensor, "batch d_vocab"], generator: torch.Generator | None = None
 ) -> Int[Tensor, " batch"]:
-    """Draw one token per row from ``softmax(logits)``; ``-inf`` entries are never drawn."""
+    """Draw one token per row from ``softmax(logits)``; ``-inf`` entries are never drawn.
+
+    The draw happens on the generator's device, so a seeded CPU generator gives the same
+    tokens whether the model runs on the CPU or a GPU.
+    """
     probs = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:
+        draws = torch.multinomial(probs.to(generator.device), num_samples=1, generator=generator)
+        return draws.squeeze(-1).to(probs.device)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
@@ -247,6 +254,7 @@ def stream(
     sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
                       presence_penalty)  # fmt: skip
     check_prompt(model, tokens, attention_mask)
+    tokens, attention_mask = to_model_device(model, tokens, attention_mask)
     check_count("max_new_tokens", max_new_tokens, low=0)
     stops = token_set("stop_tokens", stop_tokens, model.cfg.d_vocab, tokens.device)
     if stop_strings and decode is None:

@@ -76,3 +76,10 @@ def test_shape_mismatch_and_missing_hooks_fail_clearly(reference_acts):
         result.assert_ok()
     with pytest.raises(ValueError, match="atol"):
         compare(ours, reference_acts, atol=-1)
+
+
+def test_accepts_transformer_lens_activation_cache(reference):
+    tokens = reference.to_tokens("An ActivationCache works as the reference side.")
+    _, cache = reference.bridge.run_with_cache(tokens)
+    ours = {"hook_embed": cache["hook_embed"].clone()}
+    assert compare(ours, cache).passed
