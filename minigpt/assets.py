@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +77,16 @@ def gpt2_bpe_files(folder: Path | None = None) -> BPEFiles:
     verify_sha256(files.encoder_json, ENCODER_JSON_SHA256)
     verify_sha256(files.vocab_bpe, VOCAB_BPE_SHA256)
     return files
+
+
+def read_gpt2_bpe(files: BPEFiles | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """GPT-2's vocabulary ``{token string: id}`` and its 50,000 merges in rank order.
+
+    Token strings are written in GPT-2's byte stand-ins (see
+    :func:`minigpt.bpe.bytes_to_unicode`); merge ``i`` joins a pair of such strings.
+    """
+    files = files or gpt2_bpe_files()
+    encoder = json.loads(files.encoder_json.read_text(encoding="utf-8"))
+    lines = files.vocab_bpe.read_text(encoding="utf-8").splitlines()[1:]  # line 0: a version tag
+    merges = [tuple(line.split(" ")) for line in lines if line]
+    return encoder, merges

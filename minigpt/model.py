@@ -206,20 +206,11 @@ class GPT(nn.Module):
         """OpenAI's GPT-2 (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``) from the
         local Hugging Face cache or the hub. Raises OSError at once where neither has them
         (rather than after the ~30 s of retries of a plain ``from_pretrained`` offline)."""
-        from transformers import GPT2LMHeadModel
-
-        from minigpt.reference import hub_reachable
-        from minigpt.weights import hf_weights_cached
+        from minigpt.reference import load_pretrained_hf
 
         if name not in PRETRAINED_NAMES:
             raise ValueError(f"name={name!r} is not one of {', '.join(PRETRAINED_NAMES)}")
-        if hf_weights_cached(name):
-            hf = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
-        elif hub_reachable():
-            hf = GPT2LMHeadModel.from_pretrained(name)
-        else:
-            raise OSError(
-                f"the weights of {name!r} are not in the Hugging Face cache and the hub is "
-                "unreachable; fetch them once where it is reachable"
-            )
+        hf, reason = load_pretrained_hf(name)
+        if hf is None:
+            raise OSError(f"{reason} Fetch them once where the hub is reachable.")
         return cls.from_hf(hf.eval(), attn_impl=attn_impl)

@@ -24,13 +24,13 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from minigpt.assets import cache_dir, gpt2_bpe_files
+from minigpt.assets import cache_dir, gpt2_bpe_files, read_gpt2_bpe
 from minigpt.device import resolve_device
+from minigpt.weights import hf_weights_cached
 
 WEIGHTS_ENV = "MINIGPT_WEIGHTS"
 WEIGHT_MODES = ("auto", "pretrained", "random")
@@ -126,9 +126,7 @@ def gpt2_hf_tokenizer():
     stamp = folder / "minigpt-source.json"
     files = gpt2_bpe_files()
     if not stamp.is_file():
-        vocab = json.loads(files.encoder_json.read_text(encoding="utf-8"))
-        lines = files.vocab_bpe.read_text(encoding="utf-8").splitlines()
-        merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0 is a version tag
+        vocab, merges = read_gpt2_bpe(files)
         tok = GPT2TokenizerFast(
             vocab=vocab,
             merges=merges,
@@ -147,20 +145,6 @@ def gpt2_hf_tokenizer():
     tok = AutoTokenizer.from_pretrained(str(folder))
     tok.pad_token = BOS_TOKEN
     return tok
-
-
-def _cached_pretrained_path() -> Path | None:
-    """The folder of GPT-2's weights in the local Hugging Face cache, if they are there."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
-        return None
-    for weights_file in ("model.safetensors", "pytorch_model.bin"):
-        config = try_to_load_from_cache(HUB_MODEL, "config.json")
-        weights = try_to_load_from_cache(HUB_MODEL, weights_file)
-        if isinstance(config, str) and isinstance(weights, str):
-            return Path(weights).parent
-    return None
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
@@ -182,23 +166,27 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         return False
 
 
-def _load_pretrained_hf():
-    """OpenAI's GPT-2 small from the cache or the hub; ``(model, reason)`` or ``(None, reason)``."""
+def load_pretrained_hf(name: str = HUB_MODEL):
+    """OpenAI's weights for ``name`` (a GPT-2 on the Hugging Face hub) as a ``GPT2LMHeadModel``.
+
+    From the local Hugging Face cache, else from the hub when it answers. Returns
+    ``(model, reason)``, or ``(None, reason)`` at once where neither has them.
+    """
     from transformers import GPT2LMHeadModel
 
-    if _cached_pretrained_path() is not None:
-        model = GPT2LMHeadModel.from_pretrained(HUB_MODEL, local_files_only=True)
-        return model, "Real GPT-2 weights, from the local Hugging Face cache."
+    if hf_weights_cached(name):
+        model = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
+        return model, f"Real {name} weights, from the local Hugging Face cache."
     if not hub_reachable():
         return (
             None,
-            "The real weights are not in the Hugging Face cache and the hub is unreachable.",
+            f"The weights of {name!r} are not in the Hugging Face cache and the hub is unreachable.",
         )
     try:
-        model = GPT2LMHeadModel.from_pretrained(HUB_MODEL)
+        model = GPT2LMHeadModel.from_pretrained(name)
     except OSError as err:
-        return None, f"Downloading the real weights failed ({type(err).__name__})."
-    return model, "Real GPT-2 weights, downloaded from the Hugging Face hub."
+        return None, f"Downloading the weights of {name!r} failed ({type(err).__name__})."
+    return model, f"Real {name} weights, downloaded from the Hugging Face hub."
 
 
 def random_gpt2_hf(seed: int = RANDOM_SEED):
@@ -256,7 +244,7 @@ def load_reference(
     start = time.perf_counter()
     hf_model, reason = None, "Random weights were asked for."
     if mode in ("auto", "pretrained"):
-        hf_model, reason = _load_pretrained_hf()
+        hf_model, reason = load_pretrained_hf()
         if hf_model is None and mode == "pretrained":
             raise ReferenceUnavailable(
                 f"{WEIGHTS_ENV}=pretrained, but the real GPT-2 weights cannot be had: {reason} "

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import warnings
 from pathlib import Path
 
-from minigpt.assets import cache_dir, gpt2_bpe_files
+from minigpt.assets import cache_dir, read_gpt2_bpe
 from minigpt.bpe import bytes_to_unicode
 from minigpt.bpe_tokenizer import EOT, BPETokenizer, TokenizerFileError
 
@@ -38,15 +37,12 @@ def gpt2_tokenizer() -> BPETokenizer:
     (:func:`minigpt.bpe.bytes_to_unicode`); ``vocab.bpe`` lists the 50,000 merges in
     order, and merge ``i`` makes token ``256 + i``, which we check for every merge.
     """
-    files = gpt2_bpe_files()
-    encoder: dict[str, int] = json.loads(files.encoder_json.read_text(encoding="utf-8"))
+    encoder, pairs = read_gpt2_bpe()
     byte_of = {char: b for b, char in bytes_to_unicode().items()}
     singles = sorted((i, token) for token, i in encoder.items() if i < 256)
     byte_order = [byte_of[token] for _, token in singles]
-    lines = files.vocab_bpe.read_text(encoding="utf-8").split("\n")[1:]  # line 0: a version tag
     merges = []
-    for i, line in enumerate(filter(None, lines)):
-        first, second = line.split(" ")
+    for i, (first, second) in enumerate(pairs):
         if encoder[first + second] != 256 + i:
             raise ValueError(
                 f"vocab.bpe line {i + 2} makes {first + second!r}, not token {256 + i}"

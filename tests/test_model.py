@@ -12,10 +12,10 @@ from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.reference import (
     _boot_bridge,
-    _cached_pretrained_path,
     gpt2_hf_tokenizer,
     hub_reachable,
 )
+from minigpt.weights import hf_weights_cached
 
 ATOL = 1e-4  # float32 on CPU; the maths is the same, only summation order may differ
 
@@ -94,7 +94,7 @@ def test_gpt2_small_matches_reference(reference):
     torch.testing.assert_close(fused, hf_logits, atol=ATOL, rtol=0)
 
 
-PRETRAINED_REACHABLE = _cached_pretrained_path() is not None or hub_reachable()
+PRETRAINED_REACHABLE = hf_weights_cached("gpt2") or hub_reachable()
 
 
 @pytest.mark.pretrained
