@@ -152,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.frequency_penalty, args.presence_penalty)  # fmt: skip
         model, tokenizer, note = load_model(args.model, args.weights, args.tokenizer, device)
         ids = encode_prompt(tokenizer, args.prompt)
-    except (ValueError, ReferenceUnavailable) as err:  # say what is wrong, without a traceback
+    except ReferenceUnavailable as err:  # name the flag the user typed, not the library's argument
+        if args.weights:
+            err = (f"--weights {args.weights}, but the real GPT-2 weights cannot be had: "
+                   f"{getattr(err, 'reason', err)} Fill the Hugging Face cache where the hub is "
+                   "reachable, or use --weights random.")  # fmt: skip
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # say what is wrong, without a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -6,8 +6,13 @@ keeps runs deterministic, and says which device the chapter runs on.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -63,3 +68,55 @@ def setup(seed: int = 0) -> torch.device:
     device = best_device()
     print(f"minigpt: running on {device} (torch {torch.__version__})")
     return device
+
+
+# -- for the tools that run the chapters (nbmake in tests/conftest.py, the site build) ---
+
+_KERNEL_CONFIG = """\
+# Written by minigpt.notebook.use_book_kernel_profile() for the kernels that run the book.
+import logging
+
+
+class _DropLoopbackTcpNotice(logging.Filter):
+    def filter(self, record):
+        return "Kernel is running over TCP without encryption" not in record.getMessage()
+
+
+logging.getLogger("IPKernelApp").addFilter(_DropLoopbackTcpNotice())
+"""
+
+
+def use_book_kernel_profile() -> Path:
+    """Give the kernels this process starts a fresh IPython profile; returns its folder.
+
+    The chapters then run the same on every machine, whatever a reader keeps in
+    ``~/.ipython`` (startup scripts, extensions), as they do on a fresh one. The profile
+    drops one message: ipykernel 7 logs "Kernel is running over TCP without encryption"
+    at every start, once per chapter, although the book's kernels talk only over the
+    loopback interface with every message signed. Every other kernel message is kept.
+    Sets ``$IPYTHONDIR``, which child processes inherit.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="minigpt-ipython-"))
+    profile = folder / "profile_default"
+    profile.mkdir()
+    (profile / "ipython_kernel_config.py").write_text(_KERNEL_CONFIG, encoding="utf-8")
+    os.environ["IPYTHONDIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def share_cores(processes: int) -> int:
+    """Torch threads for each of ``processes`` processes that share this machine's cores.
+
+    Each of pytest-xdist's workers would otherwise start torch with one thread per core,
+    and two workers on two cores then fight over them (a GPT-2 forward pass measured 15x
+    slower). Sets ``$OMP_NUM_THREADS``, which the kernels that run the chapters inherit,
+    unless it is already set; returns the number of threads.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // max(1, processes))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return threads

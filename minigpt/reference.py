@@ -246,12 +246,16 @@ def load_reference(
     if mode in ("auto", "pretrained"):
         hf_model, reason = load_pretrained_hf()
         if hf_model is None and mode == "pretrained":
-            raise ReferenceUnavailable(
-                f"{WEIGHTS_ENV}=pretrained, but the real GPT-2 weights cannot be had: {reason} "
+            asked = "weights='pretrained'" if weights else f"{WEIGHTS_ENV}=pretrained"
+            instead = "weights='random'" if weights else f"{WEIGHTS_ENV}=random"
+            err = ReferenceUnavailable(
+                f"{asked}, but the real GPT-2 weights cannot be had: {reason} "
                 f'Fill the Hugging Face cache (run `python -c "from transformers import '
                 f"GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('gpt2')\"` where the hub is "
-                f"reachable) or set {WEIGHTS_ENV}=random."
+                f"reachable) or ask for {instead}."
             )
+            err.reason = reason
+            raise err
     resolved = "pretrained" if hf_model is not None else "random"
     if hf_model is None:
         hf_model = random_gpt2_hf()

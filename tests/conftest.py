@@ -7,7 +7,23 @@ from jaxtyping import install_import_hook
 # beside this file (pytest puts this folder on sys.path).
 install_import_hook("minigpt", "minigpt_typecheck.checker")
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    """Share the cores between xdist's workers; run the chapters' kernels on a clean profile."""
+    from minigpt.notebook import share_cores, use_book_kernel_profile
+
+    # In xdist's controller, -n N; in a worker, the count xdist gives it (the same N).
+    workers = (
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+        or getattr(config.option, "numprocesses", None)
+        or 1
+    )
+    share_cores(int(workers) if str(workers).isdigit() else (os.cpu_count() or 1))
+    use_book_kernel_profile()
 
 
 @pytest.fixture(scope="session")

@@ -122,3 +122,16 @@ def test_module_runs_as_a_script():
     assert result.returncode == 0
     for flag in ("--top-p", "--min-p", "--num-beams", "--stop-string", "--no-cache"):
         assert flag in result.stdout
+
+
+def test_weights_pretrained_unreachable_names_the_flag(capsys, monkeypatch):
+    """The error names --weights, the flag the user typed, not an environment variable."""
+    import minigpt.reference as reference
+
+    monkeypatch.delenv("MINIGPT_WEIGHTS", raising=False)
+    monkeypatch.setattr(reference, "load_pretrained_hf", lambda: (None, "No copy here (test)."))
+    code, out, err = run(capsys, "hi", "--weights", "pretrained", "--max-new-tokens", "1")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --weights pretrained, but the real GPT-2 weights cannot be had")
+    assert "No copy here (test)." in err and "--weights random" in err
+    assert "MINIGPT_WEIGHTS" not in err

@@ -16,6 +16,9 @@ Two jobs:
   ``pytest --nbmake --overwrite`` (which writes the outputs back) and then builds with
   ``MINIGPT_BOOK_EXECUTE=off``; a chapter that arrives without outputs is then a warning
   (so an error under ``-W``) rather than a silently empty page.
+* **Warnings fail the build**, with no flag needed (see :func:`_warnings_fail_the_build`),
+  and the kernels that execute the chapters get a clean IPython profile
+  (:func:`minigpt.notebook.use_book_kernel_profile`).
 * **The timings appendix.** The ``minigpt-timings`` directive renders the JSON files that
   ``book/_ext/record_timings.py`` writes from a ``pytest --nbmake`` run into one table:
   one row per chapter, one column per recorded device.
@@ -255,8 +258,22 @@ class TimingsDirective(SphinxDirective):
         return items
 
 
+def _warnings_fail_the_build(app: Sphinx) -> None:
+    """Make a plain ``jupyter-book build book`` as strict as ``-W --keep-going``.
+
+    The README's command has no flags, yet a warning (a broken reference, a notebook that
+    arrived without outputs, an unknown directive) must fail it, or a broken page would be
+    published quietly. Sphinx then reports every warning and exits non-zero at the end.
+    """
+    app.keep_going = True
+
+
 def setup(app: Sphinx) -> dict:
+    from minigpt.notebook import use_book_kernel_profile
+
     _install_warning_filter(app)
+    _warnings_fail_the_build(app)
+    use_book_kernel_profile()  # the chapters' kernels: a clean IPython profile, no TCP notice
     app.connect("config-inited", _execution_mode_from_env)
     app.connect("env-before-read-docs", _check_outputs_present)
     app.connect("html-page-context", _add_plotly_to_figure_pages)
