@@ -17,7 +17,7 @@ those are counted for a reader to review, not failed on).
 
 Run after building the site::
 
-    jupyter-book build book -W -n --keep-going
+    jupyter-book build book
     pytest tests/browser -v
 
 It skips, saying why, when the site is not built, or Chromium, chromedriver or selenium
