@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from minigpt.data import TokenData
 from minigpt.device import resolve_device
 from minigpt.model import GPT
-from minigpt.perf import precision_for
 from minigpt.presets import get_preset
-from minigpt.run import TrainRun
+from minigpt.train import TrainRun, precision_for
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # bf16 dense
 

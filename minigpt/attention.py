@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache
 
-__all__ = ["ATTN_IMPLS", "Attention", "KVCache", "attention_mask_for", "check_attn_impl"]
+__all__ = ["ATTN_IMPLS", "Attention", "attention_mask_for", "check_attn_impl"]
 
 ATTN_IMPLS = ("sdpa", "einsum")
 SMALL_INPUT_ROWS = 16  # batch * pos up to which the fused path projects with a batched matmul

@@ -6,8 +6,9 @@ from __future__ import annotations
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from minigpt.attention import Attention, KVCache
+from minigpt.attention import Attention
 from minigpt.config import GPTConfig
+from minigpt.kv_cache import KVCache
 from minigpt.layernorm import LayerNorm
 from minigpt.mlp import MLP
 

@@ -9,7 +9,6 @@ checkpoint, and the last good one survives.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 
 from minigpt.config import GPTConfig
+from minigpt.files import atomic_write, atomic_write_text, check_format
+from minigpt.model import GPT
 
 FORMAT = "minigpt-train"
 VERSION = 1
@@ -31,20 +32,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and a rename (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path
+    """``torch.save(obj, path)``, atomically (see :func:`minigpt.files.atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -56,12 +45,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which one
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a minigpt training checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')!r}; this minigpt reads {VERSION}"
-        )
+    check_format(
+        state,
+        path,
+        kind="minigpt training checkpoint",
+        format=FORMAT,
+        version=VERSION,
+        error=CheckpointError,
+    )
     return state
 
 
@@ -83,8 +74,6 @@ def check_model_config(state: dict, cfg: GPTConfig, path: str | os.PathLike) -> 
 
 def model_from_checkpoint(path: str | os.PathLike, device="cpu"):
     """The :class:`minigpt.model.GPT` stored in a checkpoint (strict key and shape check)."""
-    from minigpt.model import GPT
-
     state = load_checkpoint(path, map_location=device)
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"], strict=True)
@@ -106,9 +95,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in _lines(path) if json.loads(line)["step"] <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _lines(path: Path) -> Iterator[str]:

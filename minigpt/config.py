@@ -50,13 +50,6 @@ class GPTConfig:
         return cls()
 
     @classmethod
-    def seed(cls, d_vocab: int = 50257) -> GPTConfig:
-        """The small model of the seed projects: 6 layers, d_model 256, context 1024."""
-        return cls(
-            d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_layers=6, n_ctx=1024, d_vocab=d_vocab
-        )
-
-    @classmethod
     def from_hf(cls, hf_config) -> GPTConfig:
         """The config matching a Hugging Face ``GPT2Config``."""
         return cls(

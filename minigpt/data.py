@@ -8,14 +8,14 @@
   samples random training windows from a seeded generator, and gives a fixed set of
   validation windows, so validation losses are comparable from step to step.
 
-The text sources themselves (Shakespeare, local files, Hugging Face datasets) live in
-:mod:`minigpt.corpus`; ``load_corpus`` and ``shakespeare_works`` are re-exported here.
+The text sources themselves (Shakespeare, local files, Hugging Face datasets) and
+``load_corpus`` live in :mod:`minigpt.corpus`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -29,24 +29,11 @@ from jaxtyping import Int
 from torch import Tensor
 
 from minigpt.assets import cache_dir
-from minigpt.corpus import (
-    DOCUMENT_SEPARATOR,
-    CorpusError,
-    iter_documents,
-    load_corpus,
-    shakespeare_works,
-)
+from minigpt.corpus import DOCUMENT_SEPARATOR, CorpusError, iter_documents
+from minigpt.files import atomic_write, atomic_write_text
+from minigpt.tokenizer import shakespeare_tokenizer
 
-__all__ = [
-    "CorpusError",
-    "TokenData",
-    "iter_documents",
-    "load_corpus",
-    "load_tokens",
-    "shakespeare_works",
-    "tokenize_corpus",
-    "tokenizer_fingerprint",
-]
+__all__ = ["TokenData", "load_tokens", "tokenize_corpus", "tokenizer_fingerprint"]
 
 PARALLEL_BYTES = 4_000_000  # corpora bigger than this are tokenized by several processes
 CHUNK_BYTES = 1_000_000  # text handed to one worker at a time
@@ -208,32 +195,26 @@ def tokenize_corpus(
             yield doc
 
     documents = watched(documents)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    chunks: list[np.ndarray] = []
     n_tokens = 0
-    try:
-        with open(tmp, "wb") if cache else contextlib.nullcontext() as out:
-            for ids in _encode_all(tokenizer, documents, max(1, workers), total):
-                if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
-                    raise CorpusError(f"tokenizer produced ids outside [0, {tokenizer.vocab_size})")
-                n_tokens += ids.size
-                if cache:
-                    ids.astype(dtype).tofile(out)
-                else:
-                    chunks.append(ids.astype(dtype))
+
+    def write_ids(out) -> None:  # encode as the documents stream in; ids go straight to disk
+        nonlocal n_tokens
+        for ids in _encode_all(tokenizer, documents, max(1, workers), total):
+            if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
+                raise CorpusError(f"tokenizer produced ids outside [0, {tokenizer.vocab_size})")
+            n_tokens += ids.size
+            out.write(ids.astype(dtype).tobytes())
         if n_tokens == 0 or not seen_text:
             raise CorpusError(f"corpus {name!r} is empty")
-        if not cache:
-            return np.concatenate(chunks)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+
+    if not cache:
+        buffer = io.BytesIO()
+        write_ids(buffer)
+        return np.frombuffer(buffer.getvalue(), dtype=dtype)
+    atomic_write(path, write_ids)
     meta = {"corpus": name, "n_tokens": n_tokens, "dtype": np.dtype(dtype).name}
-    meta_tmp = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
-    meta_tmp.write_text(json.dumps(meta | {"vocab_size": tokenizer.vocab_size}))
-    os.replace(meta_tmp, meta_path)  # written last: its presence means the .bin is complete
+    # Written last: its presence means the .bin is complete.
+    atomic_write_text(meta_path, json.dumps(meta | {"vocab_size": tokenizer.vocab_size}))
     return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
 
 
@@ -315,8 +296,6 @@ def load_tokens(
     ``tokenizer`` defaults to :func:`minigpt.tokenizer.shakespeare_tokenizer` (4,096 tokens).
     """
     if tokenizer is None:
-        from minigpt.tokenizer import shakespeare_tokenizer
-
         tokenizer = shakespeare_tokenizer(4096)
     tokens = tokenize_corpus(name_or_path, tokenizer, **kwargs)
     return TokenData(tokens, tokenizer.vocab_size, val_fraction)

@@ -22,35 +22,16 @@ def check_prompt(
     tokens: Tensor,
     attention_mask: Tensor | None = None,
 ) -> None:
-    """Raise a ``ValueError`` that says what is wrong with a prompt, if anything is."""
-    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
-        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be a [batch, pos] tensor of token ids, got {shape}")
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
-    batch, pos = tokens.shape
-    if batch == 0 or pos == 0:
-        raise ValueError(
-            f"the prompt is empty (tokens.shape={tuple(tokens.shape)}); give at least one token, "
-            "e.g. the <|endoftext|> token (50256 for GPT-2) to generate from nothing"
-        )
-    cfg = model.cfg
-    if pos > cfg.n_ctx:
-        raise ValueError(f"the prompt has {pos} tokens, more than the model's n_ctx={cfg.n_ctx}")
-    low, high = int(tokens.min()), int(tokens.max())
-    if low < 0 or high >= cfg.d_vocab:
-        bad = low if low < 0 else high
-        raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.d_vocab})")
+    """Raise a ``ValueError`` that says what is wrong with a prompt, if anything is.
+
+    The model checks what any input must be (:meth:`minigpt.model.GPT.check_tokens`: ids
+    in its vocabulary, at most ``n_ctx`` of them, a 0/1 mask of the same shape); a prompt
+    must also be padded on the left, since generation appends after the last column.
+    """
+    model.check_tokens(tokens, None, attention_mask)
     if attention_mask is None:
         return
-    if attention_mask.shape != tokens.shape:
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}, tokens {tuple(tokens.shape)}; "
-            "they must match"
-        )
     mask = attention_mask.long()
-    if not ((mask == 0) | (mask == 1)).all():
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
     if not (mask[:, -1] == 1).all() or (mask.diff(dim=-1) < 0).any():
         raise ValueError(
             "attention_mask must describe LEFT padding (zeros, then ones, the last column all ones): "

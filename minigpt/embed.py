@@ -66,6 +66,5 @@ class Unembed(nn.Module):
     ) -> Float[Tensor, "batch pos d_vocab"]:
         # resid @ W_U + b_U. F.linear does it in one fused call (addmm): the product lands on
         # top of the bias, which saves a whole extra pass over the large [batch, pos, d_vocab]
-        # output. The einsum below spells out the same contraction; the tests hold them equal.
-        #   einops.einsum(resid, W_U, "batch pos d_model, d_model d_vocab -> batch pos d_vocab") + b_U
+        # output. The contraction is "batch pos d_model, d_model d_vocab -> batch pos d_vocab".
         return F.linear(resid, self.W_U.T, self.b_U)

@@ -35,7 +35,6 @@ class LayerNorm(nn.Module):
         # The biased variance (divide by d_model, not d_model - 1), as torch's LayerNorm does.
         scale = (centred.pow(2).mean(dim=-1, keepdim=True) + self.cfg.layer_norm_eps).sqrt()
         normalized = centred / scale
-        if acts is not None:
-            acts["hook_scale"] = scale
-            acts["hook_normalized"] = normalized
+        acts["hook_scale"] = scale
+        acts["hook_normalized"] = normalized
         return normalized * self.w + self.b

@@ -12,13 +12,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from minigpt.attention import KVCache, attention_mask_for, check_attn_impl
+from minigpt.attention import attention_mask_for, check_attn_impl
 from minigpt.block import TransformerBlock
 from minigpt.config import GPTConfig
 from minigpt.embed import Embed, PosEmbed, Unembed
+from minigpt.kv_cache import KVCache
 from minigpt.layernorm import LayerNorm
 
 PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 class GPT(nn.Module):
@@ -101,7 +106,8 @@ class GPT(nn.Module):
         """Raise ValueError, naming the limit, for input this model cannot run."""
         if not isinstance(tokens, Tensor):
             raise ValueError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
-        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+        if tokens.dtype in (torch.bool, torch.uint8) or not _is_integer_dtype(tokens.dtype):
+            # uint8 too: torch reads a uint8 tensor used as an index as a mask, not as ids
             raise ValueError(f"tokens must hold integer ids (torch.long), got dtype {tokens.dtype}")
         if tokens.ndim != 2:
             raise ValueError(
@@ -110,7 +116,10 @@ class GPT(nn.Module):
             )
         batch, pos = tokens.shape
         if batch == 0 or pos == 0:
-            raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be non-empty, got shape {tuple(tokens.shape)}; give at least one "
+                "token, e.g. <|endoftext|> (50256 for GPT-2) to generate from nothing"
+            )
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= self.cfg.d_vocab:
             bad = lo if lo < 0 else hi

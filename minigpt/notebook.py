@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -120,3 +121,13 @@ def share_cores(processes: int) -> int:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     return threads
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` runs of ``fn()``, in seconds (the least disturbed by a busy machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

@@ -1,7 +1,9 @@
 """Named training setups: a model shape, a corpus, a tokenizer and a :class:`TrainConfig`.
 
-Presets are data. The command line (``python -m minigpt.train --preset tiny``) and
-:func:`minigpt.train.shakespeare_model` read them; nothing branches on a preset's name.
+Presets are data; nothing branches on a preset's name. :func:`plan_run` turns one into a run
+(its tokenizer, data, settings and model shape), and :meth:`RunPlan.materialize` builds the
+model and loads the tokens: the command line (``minigpt-train --preset tiny``) and
+:func:`minigpt.zoo.shakespeare_model` both start their runs this way.
 
 * ``tiny``: a 2-layer, 128-wide model on Shakespeare with the 4,096-token tokenizer of
   chapter 1; about two minutes on two CPU cores; the model the other chapters load.
@@ -13,8 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from minigpt.config import GPTConfig
-from minigpt.train_config import TrainConfig
+from minigpt.data import TokenData, load_tokens, tokenizer_fingerprint
+from minigpt.model import GPT
+from minigpt.tokenizer import BPETokenizer, gpt2_tokenizer, shakespeare_tokenizer
+from minigpt.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -98,13 +105,59 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def get_tokenizer(name: str):
+def get_tokenizer(name: str) -> BPETokenizer:
     """A tokenizer by name: ``"gpt2"`` or ``"shakespeare-<vocab size>"`` (e.g. ``shakespeare-4096``)."""
-    from minigpt.tokenizer import gpt2_tokenizer, shakespeare_tokenizer
-
     if name == "gpt2":
         return gpt2_tokenizer()
     prefix = "shakespeare-"
     if name.startswith(prefix) and name[len(prefix) :].isdigit():
         return shakespeare_tokenizer(int(name[len(prefix) :]))
     raise ValueError(f"tokenizer={name!r} is unknown; use 'gpt2' or 'shakespeare-<vocab size>'")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, decided but not started: what :func:`plan_run` makes of a preset."""
+
+    preset: Preset
+    tokenizer: BPETokenizer
+    data: str  # the corpus (see minigpt.corpus)
+    train: TrainConfig  # with n_ctx filled in
+    model: GPTConfig
+    meta: dict  # saved in the checkpoint; a resume must bring the same
+
+    def materialize(self, max_documents: int | None = None) -> tuple[GPT, TokenData]:
+        """The freshly initialised model (seeded with ``train.seed``) and the tokenized corpus."""
+        data = load_tokens(self.data, self.tokenizer, max_documents=max_documents)
+        torch.manual_seed(self.train.seed)
+        return GPT(self.model), data
+
+
+def plan_run(
+    preset: str,
+    *,
+    tokenizer: str | None = None,
+    data: str | None = None,
+    train_changes: dict | None = None,
+) -> RunPlan:
+    """The run a preset describes, with the tokenizer, the corpus or training settings changed.
+
+    ``train_changes`` are :class:`TrainConfig` fields; ``None`` values are ignored, so a
+    command line can pass every flag through. The training window defaults to the model's
+    context.
+    """
+    chosen = get_preset(preset)
+    tokenizer_name = tokenizer or chosen.tokenizer
+    tok = get_tokenizer(tokenizer_name)
+    changes = {k: v for k, v in (train_changes or {}).items() if v is not None}
+    cfg = chosen.train.replace(**changes)
+    if cfg.n_ctx is None:
+        cfg = cfg.replace(n_ctx=chosen.model["n_ctx"])
+    data_name = data or chosen.data
+    meta = {
+        "preset": chosen.name,
+        "data": data_name,
+        "tokenizer": tokenizer_name,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+    }
+    return RunPlan(chosen, tok, data_name, cfg, chosen.model_config(tok.vocab_size), meta)

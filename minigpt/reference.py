@@ -16,10 +16,10 @@ TransformerLens's ``TransformerBridge``, which exposes a hook on every activatio
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -30,6 +30,7 @@ import torch
 
 from minigpt.assets import cache_dir, gpt2_bpe_files, read_gpt2_bpe
 from minigpt.device import resolve_device
+from minigpt.files import atomic_folder
 from minigpt.weights import hf_weights_cached
 
 WEIGHTS_ENV = "MINIGPT_WEIGHTS"
@@ -137,11 +138,11 @@ def gpt2_hf_tokenizer():
         )
         if len(tok) != 50257:
             raise ReferenceUnavailable(f"built a GPT-2 tokenizer with {len(tok)} tokens, not 50257")
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        tok.save_pretrained(tmp)
-        (tmp / stamp.name).write_text(json.dumps({"from": str(files.encoder_json.parent)}))
-        with contextlib.suppress(OSError):
-            tmp.replace(folder)  # atomic: another process may have won the race, which is fine
+        if folder.exists() and not stamp.is_file():  # a broken older copy
+            shutil.rmtree(folder)
+        with atomic_folder(folder) as staging:  # another process may win the race: fine
+            tok.save_pretrained(staging)
+            (staging / stamp.name).write_text(json.dumps({"from": str(files.encoder_json.parent)}))
     tok = AutoTokenizer.from_pretrained(str(folder))
     tok.pad_token = BOS_TOKEN
     return tok

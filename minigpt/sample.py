@@ -13,8 +13,8 @@ differ happens in the middle step, and each knob is one small pure function here
 * the choice itself: :func:`greedy` (``temperature=0``) or :func:`sample_token`.
 
 They run in that order, the order Hugging Face ``generate`` uses. :func:`generate` and
-:func:`stream` run the loop with the model's key/value cache; beam search lives in
-:mod:`minigpt.beam` (re-exported here).
+:func:`stream` run the loop with the model's key/value cache, carrying one :class:`Sampler`
+(every knob, checked once); beam search lives in :mod:`minigpt.beam`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from minigpt.beam import beam_search
 from minigpt.decoding import Decoder, check_count, check_prompt, to_model_device, token_set
 
 # ---------------------------------------------------------------------------------------
@@ -225,18 +224,15 @@ class Sampler:
 # ---------------------------------------------------------------------------------------
 
 
+SAMPLER_KNOBS = tuple(Sampler.__dataclass_fields__)  # temperature, top_k, ... presence_penalty
+
+
 def stream(
     model: torch.nn.Module,
     tokens: Tensor,  # Int[Tensor, "batch pos"], checked by check_prompt with a clear message
     max_new_tokens: int,
+    sampler: Sampler | None = None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
     stop_tokens: int | Sequence[int] | None = None,
     stop_strings: Sequence[str] | None = None,
     decode: Callable[[list[int]], str] | None = None,
@@ -248,11 +244,14 @@ def stream(
 ) -> Iterator[Int[Tensor, " batch"]]:
     """Like :func:`generate`, but yield each step's new tokens (one per row) as they come.
 
-    Rows that have stopped yield ``pad_token_id``; the stream ends when every row has
-    stopped or after ``max_new_tokens`` steps.
+    ``sampler`` holds every knob of the choice of token (default: ``Sampler()``, plain
+    sampling at temperature 1); the other arguments are those of :func:`generate`. Rows
+    that have stopped yield ``pad_token_id``; the stream ends when every row has stopped
+    or after ``max_new_tokens`` steps.
     """
-    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
-                      presence_penalty)  # fmt: skip
+    sampler = Sampler() if sampler is None else sampler
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a minigpt.sample.Sampler, got {type(sampler).__name__}")
     check_prompt(model, tokens, attention_mask)
     tokens, attention_mask = to_model_device(model, tokens, attention_mask)
     check_count("max_new_tokens", max_new_tokens, low=0)
@@ -313,26 +312,28 @@ def generate(
         top_k, top_p: keep the k most likely tokens / the smallest nucleus of mass p.
         use_kv_cache: reuse keys and values of earlier positions (same tokens, faster).
         generator: a seeded ``torch.Generator`` makes sampling reproducible.
-        **options: ``min_p``, ``repetition_penalty``, ``frequency_penalty``,
-            ``presence_penalty``; ``stop_tokens`` (ids that end a row, kept in the output),
-            ``stop_strings`` with ``decode`` (a row ends once its new text contains one);
-            ``pad_token_id`` (fills rows that ended early; default the first stop token, else 0);
-            ``context_overflow``: what happens when the text outgrows the model's ``n_ctx``:
-            ``"slide"`` (default; each further step reads only the last ``n_ctx`` tokens,
-            positions counted from the window's start, recomputed without the cache) or
-            ``"stop"`` (the text never grows past ``n_ctx``). A longer prompt is an error.
+        **options: the other knobs of :class:`Sampler` (``min_p``, ``repetition_penalty``,
+            ``frequency_penalty``, ``presence_penalty``), which build the sampler with the
+            three above; and the arguments of :func:`stream`: ``stop_tokens`` (ids that end
+            a row, kept in the output), ``stop_strings`` with ``decode`` (a row ends once its
+            new text contains one); ``pad_token_id`` (fills rows that ended early; default
+            the first stop token, else 0); ``attention_mask``; ``context_overflow``: what
+            happens when the text outgrows the model's ``n_ctx``: ``"slide"`` (default;
+            each further step reads only the last ``n_ctx`` tokens, positions counted from
+            the window's start, recomputed without the cache) or ``"stop"`` (the text never
+            grows past ``n_ctx``). A longer prompt is an error.
 
     Every row is generated as if alone: left padding never changes a row's tokens.
     """
-    columns = list(
-        stream(model, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-               use_kv_cache=use_kv_cache, generator=generator, **options)
-    )  # fmt: skip
-    return torch.cat([tokens, *(c[:, None] for c in columns)], dim=1)
+    knobs = {k: options.pop(k) for k in SAMPLER_KNOBS if k in options}
+    sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, **knobs)
+    steps = stream(model, tokens, max_new_tokens, sampler, use_kv_cache=use_kv_cache,
+                   generator=generator, **options)  # fmt: skip
+    return torch.cat([tokens, *(step[:, None] for step in steps)], dim=1)
 
 
 __all__ = [
     "Sampler", "apply_frequency_presence_penalty", "apply_repetition_penalty", "apply_temperature",
-    "beam_search", "generate", "greedy", "min_p_filter", "sample_token", "stream", "token_counts",
+    "generate", "greedy", "min_p_filter", "sample_token", "stream", "token_counts",
     "top_k_filter", "top_p_filter",
 ]  # fmt: skip

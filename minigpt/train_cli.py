@@ -1,4 +1,4 @@
-"""``python -m minigpt.train`` (also ``minigpt-train``): train a preset from the command line.
+"""``minigpt-train`` (also ``python -m minigpt.train``): train a preset from the command line.
 
 Examples::
 
@@ -19,7 +19,11 @@ from pathlib import Path
 
 import torch
 
-from minigpt.presets import PRESETS, get_preset, get_tokenizer
+from minigpt.checkpoint import CheckpointError
+from minigpt.corpus import CorpusError
+from minigpt.device import resolve_device
+from minigpt.presets import PRESETS, plan_run
+from minigpt.train import TrainingDiverged, train
 
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoint is saved)
 
@@ -27,7 +31,7 @@ EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoi
 def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     parser = argparse.ArgumentParser(
-        prog="python -m minigpt.train",
+        prog="minigpt-train",
         description="Train a GPT on next-token prediction. Writes OUT/checkpoint.pt and "
         "OUT/metrics.jsonl (one JSON object per line: step, loss, lr, grad_norm, tokens_per_s, "
         "and val_loss/val_ppl where evaluated). Ctrl-C saves a checkpoint and exits with code "
@@ -58,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(preset, args):
-    changes = {
+def _train_changes(args) -> dict:
+    """The TrainConfig fields the flags set (None: the preset's value)."""
+    return {
         "max_steps": args.max_steps,
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
@@ -73,16 +78,10 @@ def _train_config(preset, args):
         "profile": args.profile or None,
         "tensorboard": args.tensorboard or None,
     }
-    cfg = preset.train.replace(**{k: v for k, v in changes.items() if v is not None})
-    if cfg.n_ctx is None:
-        cfg = cfg.replace(n_ctx=preset.model["n_ctx"])
-    return cfg
 
 
 def _init_distributed(device_arg: str):
     """Join the torchrun group when there is one; returns the device of this process."""
-    from minigpt.device import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return resolve_device(device_arg)
@@ -98,43 +97,29 @@ def _init_distributed(device_arg: str):
 
 
 def run(args) -> int:
-    from minigpt.data import load_tokens, tokenizer_fingerprint
-    from minigpt.model import GPT
-    from minigpt.train import train
-
-    preset = get_preset(args.preset)
     device = _init_distributed(args.device)
-    tokenizer = get_tokenizer(args.tokenizer or preset.tokenizer)
-    data_name = args.data or preset.data
-    cfg = _train_config(preset, args)
-    model_cfg = preset.model_config(tokenizer.vocab_size)
-    out = args.out or Path("runs") / preset.name
-    data = load_tokens(data_name, tokenizer, max_documents=args.max_documents)
-    torch.manual_seed(cfg.seed)
-    model = GPT(model_cfg)
-    meta = {
-        "preset": preset.name,
-        "data": data_name,
-        "tokenizer": args.tokenizer or preset.tokenizer,
-        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-    }
+    plan = plan_run(
+        args.preset, tokenizer=args.tokenizer, data=args.data, train_changes=_train_changes(args)
+    )
+    out = args.out or Path("runs") / plan.preset.name
+    model, data = plan.materialize(max_documents=args.max_documents)
     n_params = sum(p.numel() for p in model.parameters())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
         print(
-            f"minigpt-train: {preset.name}, {n_params / 1e6:.2f}M parameters, {device}, "
-            f"{data.tokens.size:,} tokens of {data_name!r} -> {out}"
+            f"minigpt-train: {plan.preset.name}, {n_params / 1e6:.2f}M parameters, {device}, "
+            f"{data.tokens.size:,} tokens of {plan.data!r} -> {out}"
         )
-        print(f"  {dataclasses.asdict(model_cfg)}")
+        print(f"  {dataclasses.asdict(plan.model)}")
     result = train(
         model,
         data,
-        cfg,
+        plan.train,
         out_dir=out,
         resume=args.resume,
         device=device,
         progress=not args.no_progress,
-        meta=meta,
+        meta=plan.meta,
     )
     last = result.history[-1] if result.history else {}
     if rank0:
@@ -147,10 +132,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.checkpoint import CheckpointError
-    from minigpt.corpus import CorpusError
-    from minigpt.train import TrainingDiverged
-
+    """``minigpt-train`` / ``python -m minigpt.train``: see ``--help``."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
@@ -162,3 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

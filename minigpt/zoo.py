@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,7 +25,8 @@ from minigpt.checkpoint import (
     model_from_checkpoint,
 )
 from minigpt.device import resolve_device
-from minigpt.presets import Preset, get_preset, get_tokenizer
+from minigpt.presets import RunPlan, plan_run
+from minigpt.train import train
 
 SHAKESPEARE_PRESET = "tiny"
 
@@ -67,18 +69,7 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _run_meta(preset: Preset, tokenizer) -> dict:
-    from minigpt.data import tokenizer_fingerprint
-
-    return {
-        "preset": preset.name,
-        "data": preset.data,
-        "tokenizer": preset.tokenizer,
-        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-    }
-
-
-def _checkpoint_status(path: Path, preset: Preset, cfg, meta: dict) -> str:
+def _checkpoint_status(path: Path, plan: RunPlan) -> str:
     """``"missing"``, ``"finished"``, ``"partial"`` (resumable) or ``"stale"`` (another setup)."""
     if not path.is_file():
         return "missing"
@@ -86,17 +77,15 @@ def _checkpoint_status(path: Path, preset: Preset, cfg, meta: dict) -> str:
         state = load_checkpoint(path)
     except CheckpointError:
         return "stale"
-    from dataclasses import asdict
-
     same = (
-        state["model_config"] == asdict(cfg)
-        and state.get("meta") == meta
-        and not preset.train.differences(state["train_config"])
-        and state["train_config"]["max_steps"] == preset.train.max_steps
+        state["model_config"] == asdict(plan.model)
+        and state.get("meta") == plan.meta
+        and not plan.train.differences(state["train_config"])
+        and state["train_config"]["max_steps"] == plan.train.max_steps
     )
     if not same:
         return "stale"
-    return "finished" if state["step"] >= preset.train.max_steps else "partial"
+    return "finished" if state["step"] >= plan.train.max_steps else "partial"
 
 
 def shakespeare_model(device: str | torch.device | None = None, *, progress: bool = False):
@@ -107,35 +96,26 @@ def shakespeare_model(device: str | torch.device | None = None, *, progress: boo
             best device here, or a name such as ``"cpu"``.
         progress: show the training progress bar (on a terminal) if it has to train.
     """
-    from minigpt.data import load_tokens
-    from minigpt.model import GPT
-    from minigpt.train import train
-
     device = resolve_device(device)
-    preset = get_preset(SHAKESPEARE_PRESET)
-    tokenizer = get_tokenizer(preset.tokenizer)
-    cfg = preset.model_config(tokenizer.vocab_size)
-    meta = _run_meta(preset, tokenizer)
+    plan = plan_run(SHAKESPEARE_PRESET)
     folder = shakespeare_run_dir()
     path = folder / CHECKPOINT_NAME
     with _file_lock(folder.with_name(folder.name + ".lock")):
-        status = _checkpoint_status(path, preset, cfg, meta)
+        status = _checkpoint_status(path, plan)
         if status == "stale":  # made by an older preset or tokenizer: this cache is ours
             shutil.rmtree(folder)
         if status != "finished":
-            data = load_tokens(preset.data, tokenizer)
-            torch.manual_seed(preset.train.seed)
-            model = GPT(cfg)
+            model, data = plan.materialize()
             with _one_thread():
                 result = train(
                     model,
                     data,
-                    preset.train,
+                    plan.train,
                     out_dir=folder,
                     resume=status == "partial",
                     device=device,
                     progress=progress,
-                    meta=meta,
+                    meta=plan.meta,
                 )
             if result.status != "finished":
                 raise KeyboardInterrupt(
@@ -143,7 +123,7 @@ def shakespeare_model(device: str | torch.device | None = None, *, progress: boo
                     "call shakespeare_model() again to resume it"
                 )
         model = model_from_checkpoint(path, device=device)
-    return model.eval(), tokenizer
+    return model.eval(), plan.tokenizer
 
 
 def shakespeare_metrics_path() -> Path:

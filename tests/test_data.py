@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from minigpt import data as data_mod
-from minigpt.corpus import CorpusError, iter_documents
-from minigpt.data import TokenData, load_corpus, load_tokens, tokenize_corpus
+from minigpt.corpus import CorpusError, iter_documents, load_corpus
+from minigpt.data import TokenData, load_tokens, tokenize_corpus
 from minigpt.tokenizer import BPETokenizer
 
 TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"

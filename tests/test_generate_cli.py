@@ -10,7 +10,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from minigpt.generate import TextStream, main
+from minigpt.generate_cli import TextStream, main
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_seeds_make_samples_reproducible(capsys, checkpoint):
 
 
 def test_beam_search_flag_matches_the_library(capsys, checkpoint, tokenizer):
-    from minigpt.sample import beam_search
+    from minigpt.beam import beam_search
 
     path, model = checkpoint
     code, out, _ = run(capsys, "The", "--model", path, "--num-beams", 3, "--max-new-tokens", 8,

@@ -80,7 +80,7 @@ def test_missing_bpe_file_is_a_clear_error(tmp_path):
 
 
 def test_hf_tokenizer_matches_tiktoken_on_hard_strings_and_shakespeare():
-    from minigpt.data import load_corpus
+    from minigpt.corpus import load_corpus
 
     hf = gpt2_hf_tokenizer()
     tk = tiktoken_gpt2()

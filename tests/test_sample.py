@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
+from minigpt.beam import beam_search
 from minigpt.sample import (
     Sampler,
     apply_frequency_presence_penalty,
     apply_repetition_penalty,
     apply_temperature,
-    beam_search,
     generate,
     greedy,
     min_p_filter,

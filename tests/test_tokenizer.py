@@ -83,7 +83,7 @@ def hf_gpt2():
 
 @pytest.fixture(scope="module")
 def shakespeare() -> str:
-    from minigpt.data import load_corpus
+    from minigpt.corpus import load_corpus
 
     return load_corpus("shakespeare")
 
@@ -153,7 +153,7 @@ def test_training_is_deterministic(text):
 def test_training_on_shakespeare(tmp_path, monkeypatch, shakespeare):
     # The real thing, the chapters' tokenizer: 4,096 ids, <|endoftext|> last, saved on disk.
     monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
-    monkeypatch.setattr(tokenizer_module, "_load_corpus", lambda name: shakespeare)
+    monkeypatch.setattr(tokenizer_module, "load_corpus", lambda name: shakespeare)
     tok = shakespeare_tokenizer(4096)
     assert (tok.vocab_size, tok.eot_id, len(tok.merges)) == (4096, 4095, 3839)
     sample = shakespeare[:200_000]
@@ -281,7 +281,7 @@ def test_shakespeare_tokenizer_is_trained_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
     calls = []
     monkeypatch.setattr(
-        tokenizer_module, "_load_corpus", lambda name: calls.append(name) or "to be or not " * 50
+        tokenizer_module, "load_corpus", lambda name: calls.append(name) or "to be or not " * 50
     )
     first = shakespeare_tokenizer(262)
     second = shakespeare_tokenizer(262)

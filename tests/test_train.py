@@ -249,7 +249,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
-    import minigpt.train
+    import minigpt.presets as presets
     import minigpt.zoo as zoo
     from minigpt.presets import Preset
     from minigpt.tokenizer import BPETokenizer
@@ -260,8 +260,8 @@ def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
     tokenizer = BPETokenizer.train(text.read_text(), 280)
     model = dict(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=16)
     preset = Preset("tiny", "test", model, CFG.replace(max_steps=3), data=str(text))
-    monkeypatch.setattr(zoo, "get_preset", lambda name: preset)
-    monkeypatch.setattr(zoo, "get_tokenizer", lambda name: tokenizer)
+    monkeypatch.setattr(presets, "get_preset", lambda name: preset)
+    monkeypatch.setattr(presets, "get_tokenizer", lambda name: tokenizer)
 
     first, tok = zoo.shakespeare_model("cpu")
     assert tok is tokenizer and first.cfg.d_vocab == 280 and not first.training
@@ -270,7 +270,7 @@ def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached model should have been loaded")
 
-    monkeypatch.setattr(minigpt.train, "train", no_training)
+    monkeypatch.setattr(zoo, "train", no_training)
     second, _ = zoo.shakespeare_model("cpu")
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name

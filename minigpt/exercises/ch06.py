@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.train import lm_loss, lr_at
-from minigpt.train_config import TrainConfig
+from minigpt.train import TrainConfig, lm_loss, lr_at
 
 
 def check_next_token_loss(loss_fn: Callable, seed: int = 0) -> None:
