@@ -1,8 +1,13 @@
-"""Encode throughput of minigpt's GPT-2 tokenizer against tiktoken and Hugging Face, and the
-time to train a Shakespeare tokenizer.
+"""Encode throughput of minigpt's GPT-2 tokenizer against tiktoken and Hugging Face, the
+time to train a Shakespeare tokenizer, and how encode time grows on text without whitespace.
 
     python benchmarks/bench_tokenizer.py            # 1M characters of Shakespeare (~30 s)
     python benchmarks/bench_tokenizer.py --full     # the whole corpus (5M characters)
+    python benchmarks/bench_tokenizer.py --skip-train --skip-long   # the encode table only
+
+Text without whitespace (``--skip-long`` leaves it out) can be one pre-tokenized chunk of a
+million bytes, so BPE's merge loop runs on that one chunk: the section gives seconds for
+10k, 100k and 1M characters, and the growth per 10x more text (10x: linear).
 
 Every encoder runs on the same text in the same process, single-threaded, best of
 ``--repeats``; the table gives throughput and speed relative to tiktoken (1.00 = as fast).
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
+import string
 import time
 from collections.abc import Callable
 
@@ -27,7 +34,7 @@ import torch  # noqa: E402
 
 from minigpt.assets import gpt2_bpe_files  # noqa: E402
 from minigpt.bpe import GPT2_PATTERN, bpe_word  # noqa: E402
-from minigpt.data import load_corpus  # noqa: E402
+from minigpt.corpus import load_corpus  # noqa: E402
 from minigpt.reference import gpt2_hf_tokenizer  # noqa: E402
 from minigpt.tokenizer import EOT, BPETokenizer, gpt2_tokenizer  # noqa: E402
 
@@ -63,6 +70,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per encoder (best is kept)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="size of the trained vocab")
     parser.add_argument("--skip-train", action="store_true", help="do not time training")
+    parser.add_argument(
+        "--skip-long", action="store_true", help="do not time text without whitespace"
+    )
     args = parser.parse_args()
     if args.chars < 1 or args.repeats < 1:
         parser.error(f"--chars={args.chars} and --repeats={args.repeats} must be >= 1")
@@ -112,6 +122,42 @@ def main() -> None:
             f"\ntrain a {args.vocab_size:,}-token BPE on all of Shakespeare "
             f"({len(corpus):,} characters, {len(trained.merges):,} merges): {seconds:.1f} s"
         )
+
+    if not args.skip_long:
+        long_chunks(ours, tik, args.repeats)
+
+
+LONG_SIZES = (10_000, 100_000, 1_000_000)
+
+
+def long_chunks(ours: BPETokenizer, tik: tiktoken.Encoding, repeats: int) -> None:
+    """Encode text without whitespace, 10k to 1M characters: time and growth per 10x."""
+    rng = random.Random(0)
+    kinds = {  # each a single chunk: BPE's merge loop runs on all of it at once
+        "random letters": lambda n: "".join(rng.choices(string.ascii_letters, k=n)),
+        "one letter repeated": lambda n: "a" * n,
+    }
+    print(
+        "\ntext without whitespace: one chunk of n bytes (identical ids; best of", repeats, "runs)"
+    )
+    header = "".join(f"{n:>10,}" for n in LONG_SIZES)
+    print(f"{'text':20} {'encoder':9}{header}   growth per 10x")
+    for kind, make in kinds.items():
+        texts = [make(n) for n in LONG_SIZES]
+        timings: dict[str, list[float]] = {"minigpt": [], "tiktoken": []}
+        for text in texts:
+            tik_seconds, tik_ids = best_of(lambda t=text: tik.encode_ordinary(t), repeats)
+            our_seconds, our_ids = best_of(
+                lambda t=text: ours.encode_ordinary(t), repeats, ours.clear_cache
+            )
+            if our_ids != tik_ids:
+                raise SystemExit(f"minigpt disagrees with tiktoken on {len(text):,} {kind}")
+            timings["minigpt"].append(our_seconds)
+            timings["tiktoken"].append(tik_seconds)
+        for name, seconds in timings.items():
+            cells = "".join(f"{t:9.3f}s" for t in seconds)
+            growth = ", ".join(f"{b / a:.1f}x" for a, b in zip(seconds, seconds[1:]))
+            print(f"{kind:20} {name:9}{cells}   {growth}")
 
 
 if __name__ == "__main__":

@@ -133,20 +133,93 @@ def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     """Apply merges to one word: repeatedly merge the adjacent pair of lowest rank.
 
     ``ranks`` maps a pair to the id of the token it makes; ids grow with the order the
-    merges were learned, so the lowest id is the earliest merge. All occurrences of the
-    chosen pair are merged at once, left to right (GPT-2's own ``bpe`` does the same).
+    merges were learned, so the lowest id is the earliest merge. Each step merges the
+    lowest-ranked pair at all its occurrences, left to right, without overlap (GPT-2's own
+    ``bpe`` does the same). With ``ranks = {(1, 1): 3, (3, 1): 4}``::
+
+        [1, 1, 1, 1, 1]
+        -> [3, 3, 1]   (1, 1) at positions 0 and 2; the one at 1 overlaps the first
+        -> [3, 4]      now (3, 1) is adjacent; (3, 3) and (3, 4) have no rank: done
+
+    Rescanning the word for every step would take time quadratic in its length, and a
+    word can be long (text without spaces can be one chunk). Instead the word is a linked
+    list, so a merge costs O(1), and for each rank we keep the positions where a pair of
+    that rank starts, with a heap of those ranks to find the lowest: O(n log n) in all.
     """
-    while len(ids) >= 2:
-        best = None
-        best_rank = None
-        for pair in zip(ids, ids[1:]):
-            rank = ranks.get(pair)
-            if rank is not None and (best_rank is None or rank < best_rank):
-                best, best_rank = pair, rank
-        if best is None:
-            break
-        ids = merge(ids, best, best_rank)
-    return ids
+    n = len(ids)
+    if n < 2:
+        return list(ids)
+    # The word as a doubly linked list over positions 0..n-1. A merge keeps the new token
+    # at the left position and sets the right one to None, so positions stay in text
+    # order and the answer is the tokens that are left. Position n holds a None that is no
+    # token, so that every position has a right neighbour; left[0] = -1 means "none".
+    token = [*ids, None]
+    right = list(range(1, n + 1))
+    left = list(range(-1, n))
+    # rank_at[i]: the rank of the pair that starts at position i (None: no pair, no rank,
+    # or i was merged away). where[rank]: positions whose pair had that rank when it was
+    # filed. A merge changes a few pairs; rather than find and delete their old entries,
+    # we skip, when its turn comes, any position whose rank_at has changed (stale).
+    rank_at = list(map(ranks.get, zip(ids, ids[1:])))
+    rank_at.append(None)
+    where = {}
+    for i, rank in enumerate(rank_at):
+        if rank is not None:
+            if rank in where:
+                where[rank].append(i)
+            else:
+                where[rank] = [i]
+    todo = list(where)  # the ranks that have a list in `where`, as a heap: lowest first
+    heapq.heapify(todo)
+
+    while todo:
+        # One round is one step of the rescanning loop: the lowest rank's leftmost pair,
+        # merged at every occurrence, left to right.
+        rank = heapq.heappop(todo)
+        positions = where.pop(rank)
+        positions.sort()
+        changed = []  # positions whose pair this round made: filed after the round
+        first = second = None
+        previous = -1
+        for i in positions:
+            if i == previous or rank_at[i] != rank:
+                # A position filed twice, or stale. An occurrence that overlaps the one
+                # just merged lost its left token to it, so it is stale: a, a, a with
+                # (a, a) gives aa, a.
+                continue
+            previous = i
+            j = right[i]
+            if first is None:
+                first, second = token[i], token[j]
+            elif token[i] != first or token[j] != second:
+                changed.append(i)  # another pair of this rank (hand-made tables only): later
+                continue
+            # Merge i with its right neighbour j into the token `rank`; unlink j.
+            token[i] = rank
+            token[j] = rank_at[j] = None
+            k = right[i] = right[j]
+            left[k] = i
+            # Two pairs are new: (rank, token k) at i, and (token before i, rank).
+            # They are filed at the end of the round, as the rescanning loop would find
+            # them only on its next scan. (Setting rank_at now is safe: both positions
+            # are behind us in this round, and it makes their old filings stale.)
+            rank_at[i] = ranks.get((rank, token[k]))
+            changed.append(i)
+            h = left[i]
+            if h != -1:
+                rank_at[h] = ranks.get((token[h], rank))
+                changed.append(h)
+        for i in changed:
+            new_rank = rank_at[i]
+            if new_rank is None:
+                continue
+            if new_rank in where:
+                where[new_rank].append(i)
+            else:
+                where[new_rank] = [i]
+                heapq.heappush(todo, new_rank)
+
+    return [t for t in token if t is not None]
 
 
 def bytes_to_unicode() -> dict[int, str]:
