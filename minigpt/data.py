@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from minigpt.assets import cache_dir
+from minigpt.assets import cache_dir, sha256_of
 from minigpt.corpus import DOCUMENT_SEPARATOR, CorpusError, iter_documents
 from minigpt.files import atomic_write, atomic_write_text
 from minigpt.tokenizer import shakespeare_tokenizer
@@ -145,6 +146,32 @@ def _encode_all(
             pool.shutdown(cancel_futures=True)
 
 
+def _read_token_cache(path: Path, meta_path: Path) -> np.ndarray | None:
+    """The cached ids, memory-mapped, if the cache checks out; else ``None`` (with a warning).
+
+    The ``.json`` beside the ``.bin`` holds its length, dtype and SHA-256. A cache that
+    does not match them (a truncated or changed file) is never used: it is encoded again.
+    """
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dtype, n_tokens = np.dtype(meta["dtype"]), int(meta["n_tokens"])
+        problem = None
+        if path.stat().st_size != n_tokens * dtype.itemsize:
+            problem = f"{path.stat().st_size} bytes, not {n_tokens} {dtype.name} ids"
+        elif meta.get("sha256") != sha256_of(path):
+            problem = "its content does not match the checksum in " + meta_path.name
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        problem = f"{meta_path} cannot be read ({err})"
+    if problem is not None:
+        warnings.warn(
+            f"token cache {path} is broken ({problem}); encoding the corpus again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+
+
 def tokenize_corpus(
     name_or_path: str | os.PathLike,
     tokenizer,
@@ -176,8 +203,9 @@ def tokenize_corpus(
     path = cache_dir() / "tokens" / f"{key}.bin"
     meta_path = path.with_suffix(".json")
     if cache and path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+        cached = _read_token_cache(path, meta_path)
+        if cached is not None:
+            return cached
 
     documents: Iterable[str] = iter_documents(name, max_documents=max_documents, **corpus_kwargs)
     total = None
@@ -213,6 +241,7 @@ def tokenize_corpus(
         return np.frombuffer(buffer.getvalue(), dtype=dtype)
     atomic_write(path, write_ids)
     meta = {"corpus": name, "n_tokens": n_tokens, "dtype": np.dtype(dtype).name}
+    meta["sha256"] = sha256_of(path)
     # Written last: its presence means the .bin is complete.
     atomic_write_text(meta_path, json.dumps(meta | {"vocab_size": tokenizer.vocab_size}))
     return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))

@@ -25,12 +25,14 @@ from pathlib import Path
 import torch
 
 from minigpt.beam import beam_search
-from minigpt.checkpoint import load_checkpoint, model_from_checkpoint
+from minigpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from minigpt.data import tokenizer_fingerprint
 from minigpt.device import resolve_device
 from minigpt.model import GPT
 from minigpt.presets import get_tokenizer
 from minigpt.reference import ReferenceUnavailable, load_reference
 from minigpt.sample import Sampler, stream
+from minigpt.tokenizer import TokenizerFileError
 from minigpt.zoo import shakespeare_model
 
 
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (not streamed)")
     b.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--quiet", action="store_true", help="no model banner or speed line on stderr")
+    p.add_argument("--debug", action="store_true", help="on an error, print the whole traceback")
     return p  # fmt: skip
 
 
@@ -116,6 +119,13 @@ def load_model(name: str, weights: str | None, tokenizer_name: str | None, devic
         raise SystemExit(
             f"the tokenizer has {tokenizer.vocab_size} tokens but the model's d_vocab is "
             f"{model.cfg.d_vocab}; pass the right --tokenizer"
+        )
+    trained_with = meta.get("tokenizer_fingerprint")
+    if trained_with is not None and trained_with != tokenizer_fingerprint(tokenizer):
+        raise SystemExit(
+            f"{path} was trained with another tokenizer than {tokenizer.name!r} (fingerprint "
+            f"{trained_with}, this one {tokenizer_fingerprint(tokenizer)}): its ids would mean "
+            "other text; pass the tokenizer it was trained with (--tokenizer)"
         )
     return model, tokenizer, f"Checkpoint {path}."
 
@@ -167,8 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # say what is wrong, without a traceback
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (CheckpointError, TokenizerFileError, OSError) as err:  # a file that cannot be used
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(note, file=sys.stderr)
     if not ids:

@@ -12,6 +12,10 @@ TransformerLens's ``TransformerBridge``, which exposes a hook on every activatio
   :mod:`minigpt.assets`), saved once to the cache folder and loaded from there.
 * **Forcing a mode.** ``$MINIGPT_WEIGHTS`` (or the ``weights=`` argument) is ``auto``
   (the default), ``pretrained`` (an error if the weights cannot be had) or ``random``.
+* **A local copy.** ``$MINIGPT_GPT2_PATH`` (or the ``path=`` argument) names a folder
+  holding GPT-2 as Hugging Face writes it (``config.json`` + ``model.safetensors``, e.g.
+  copied by hand from a machine that can reach the hub); its weights are used, and the
+  reference says which folder they came from. A missing or broken folder is an error.
 """
 
 from __future__ import annotations
@@ -20,20 +24,20 @@ import html
 import json
 import os
 import shutil
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from pathlib import Path
 
 import torch
 
-from minigpt.assets import cache_dir, gpt2_bpe_files, read_gpt2_bpe
+from minigpt.assets import cache_dir, gpt2_bpe_files, hub_reachable, read_gpt2_bpe
 from minigpt.device import resolve_device
 from minigpt.files import atomic_folder
 from minigpt.weights import hf_weights_cached
 
 WEIGHTS_ENV = "MINIGPT_WEIGHTS"
+GPT2_PATH_ENV = "MINIGPT_GPT2_PATH"  # a local GPT-2 folder (config.json + model.safetensors)
 WEIGHT_MODES = ("auto", "pretrained", "random")
 RANDOM_SEED = 0  # the seed of the random-weight fallback, so every run sees the same model
 HUB_MODEL = "gpt2"  # GPT-2 small on the Hugging Face hub
@@ -59,6 +63,8 @@ class Reference:
         device: where the model lives.
         reason: one sentence on why these weights were chosen.
         load_seconds: how long loading took.
+        path: the local folder the weights came from (``path=`` or ``$MINIGPT_GPT2_PATH``),
+            else None.
     """
 
     bridge: object
@@ -71,6 +77,7 @@ class Reference:
         0  # of the Hugging Face model, tied tensors counted once (GPT-2 small: 124,439,808)
     )
     load_seconds: float = field(default=0.0)
+    path: str | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -86,11 +93,21 @@ class Reference:
             raise ValueError("texts tokenize to different lengths; pass them one at a time")
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
+    @property
+    def model_name(self) -> str:
+        """``"GPT-2 small"``, or the shape of another GPT-2 (a local folder may hold one)."""
+        c = self.hf_model.config
+        if (c.n_layer, c.n_embd, c.n_head, c.vocab_size) == (12, 768, 12, 50257):
+            return "GPT-2 small"
+        return f"GPT-2 ({c.n_layer} layers, d_model {c.n_embd})"
+
     def summary(self) -> str:
         n_params = self.n_params
         mode = "PRETRAINED GPT-2 weights" if self.pretrained else "RANDOM weights (seeded)"
+        if self.path is not None:
+            mode = f"PRETRAINED weights from the folder {self.path}"
         return (
-            f"Reference GPT-2 small: {mode}, {n_params / 1e6:.1f}M parameters, "
+            f"Reference {self.model_name}: {mode}, {n_params / 1e6:.1f}M parameters, "
             f"on {self.device}, loaded in {self.load_seconds:.1f} s. {self.reason}"
         )
 
@@ -148,25 +165,6 @@ def gpt2_hf_tokenizer():
     return tok
 
 
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
-
-    A plain ``from_pretrained`` spends ~30 s in retries before giving up offline; this
-    decides in at most ``timeout`` seconds.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def load_pretrained_hf(name: str = HUB_MODEL):
     """OpenAI's weights for ``name`` (a GPT-2 on the Hugging Face hub) as a ``GPT2LMHeadModel``.
 
@@ -188,6 +186,69 @@ def load_pretrained_hf(name: str = HUB_MODEL):
     except OSError as err:
         return None, f"Downloading the weights of {name!r} failed ({type(err).__name__})."
     return model, f"Real {name} weights, downloaded from the Hugging Face hub."
+
+
+def gpt2_folder(path: str | os.PathLike | None = None) -> tuple[Path, str] | None:
+    """The local GPT-2 folder asked for, and who asked: ``path``, else ``$MINIGPT_GPT2_PATH``."""
+    if path is not None:
+        return Path(path).expanduser(), "the path argument"
+    env = os.environ.get(GPT2_PATH_ENV, "").strip()
+    if env:
+        return Path(env).expanduser(), f"${GPT2_PATH_ENV}"
+    return None
+
+
+def load_gpt2_folder(folder: str | os.PathLike, source: str | None = None):
+    """GPT-2 from a local folder (``config.json`` + ``model.safetensors`` or
+    ``pytorch_model.bin``), loaded with ``GPT2LMHeadModel.from_pretrained(folder)``.
+
+    Returns ``(model, reason)``. Raises :class:`ReferenceUnavailable` naming the folder (and
+    ``source``, who named it) when it is missing, lacks a file, holds another model or a
+    vocabulary other than GPT-2's 50,257 tokens, or its weights do not load whole.
+    """
+    from transformers import GPT2LMHeadModel
+
+    folder = Path(folder).expanduser()
+    given = f" (given by {source})" if source else ""
+    problem = None
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if not folder.is_dir():
+        problem = "does not exist or is not a folder"
+    elif not (folder / "config.json").is_file():
+        problem = "has no config.json"
+    elif not any((folder / name).is_file() for name in weights):
+        problem = f"has no weights ({', '.join(weights)})"
+    else:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            config, problem = {}, f"has a config.json that is not valid JSON ({err})"
+        if not problem and config.get("model_type", "gpt2") != "gpt2":
+            problem = f"holds a {config.get('model_type')!r} model, not GPT-2"
+        elif not problem and config.get("vocab_size", 50257) != 50257:
+            problem = (
+                f"holds a model with vocab_size={config.get('vocab_size')}; the reference "
+                "uses GPT-2's tokenizer, 50,257 tokens"
+            )
+    if problem is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model, info = GPT2LMHeadModel.from_pretrained(
+                    str(folder), local_files_only=True, output_loading_info=True
+                )
+        except Exception as err:  # a truncated or foreign file: say which folder
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            problem = f"cannot be loaded as GPT-2: {type(err).__name__}: {first}"
+        else:
+            lacking = sorted(info.get("missing_keys") or []) + sorted(
+                str(k) for k in info.get("mismatched_keys") or []
+            )
+            if lacking:
+                problem = f"holds incomplete or misshapen weights: {lacking[:3]}"
+    if problem is not None:
+        raise ReferenceUnavailable(f"the GPT-2 folder {folder}{given} {problem}")
+    return model, f"Weights from the local folder {folder}{given}."
 
 
 def random_gpt2_hf(seed: int = RANDOM_SEED):
@@ -225,7 +286,9 @@ _LOADED: dict[tuple[str, str], Reference] = {}
 
 
 def load_reference(
-    weights: str | None = None, device: str | torch.device | None = None
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    path: str | os.PathLike | None = None,
 ) -> Reference:
     """GPT-2 small through TransformerLens, loaded once per process.
 
@@ -235,9 +298,20 @@ def load_reference(
             ``"random"``. Defaults to ``$MINIGPT_WEIGHTS``.
         device: ``"auto"`` (default: CUDA, then MPS, then CPU), or a device name.
             Defaults to ``$MINIGPT_DEVICE``.
+        path: a local GPT-2 folder (``config.json`` + ``model.safetensors``), loaded with
+            ``GPT2LMHeadModel.from_pretrained(path)`` instead of the cache or the hub and
+            reported as pretrained weights from that folder. Defaults to
+            ``$MINIGPT_GPT2_PATH`` (which ``weights="random"`` overrides; the argument
+            with ``weights="random"`` is a ValueError). A missing or broken folder raises
+            :class:`ReferenceUnavailable` naming it.
     """
     mode = weights_mode(weights)
     dev = resolve_device(device)
+    if path is not None and weights is not None and mode == "random":
+        raise ValueError(f"path={str(path)!r} gives pretrained weights, but weights='random'")
+    local = gpt2_folder(path) if (path is not None or mode != "random") else None
+    if local is not None:
+        return _load_local_reference(*local, dev)
     for key in ((mode, str(dev)), ("pretrained" if mode == "auto" else mode, str(dev))):
         if key in _LOADED:
             return _LOADED[key]
@@ -262,11 +336,20 @@ def load_reference(
         hf_model = random_gpt2_hf()
         if mode == "auto":
             reason += f" Using GPT-2 small's architecture with random weights (seed {RANDOM_SEED})."
+    ref = _make_reference(hf_model, resolved, reason, dev, start)
+    _LOADED[(resolved, str(dev))] = ref
+    _LOADED[(mode, str(dev))] = ref
+    return ref
+
+
+def _make_reference(
+    hf_model, resolved: str, reason: str, dev: torch.device, start: float, path=None
+) -> Reference:
     hf_model = hf_model.to(dev).eval()
     n_params = sum({p.data_ptr(): p.numel() for p in hf_model.parameters()}.values())
     tokenizer = gpt2_hf_tokenizer()
     bridge = _boot_bridge(hf_model, tokenizer, dev)
-    ref = Reference(
+    return Reference(
         bridge=bridge,
         hf_model=hf_model,
         tokenizer=tokenizer,
@@ -275,7 +358,17 @@ def load_reference(
         reason=reason,
         n_params=n_params,
         load_seconds=time.perf_counter() - start,
+        path=None if path is None else str(path),
     )
-    _LOADED[(resolved, str(dev))] = ref
-    _LOADED[(mode, str(dev))] = ref
+
+
+def _load_local_reference(folder: Path, source: str, dev: torch.device) -> Reference:
+    """The reference from a local GPT-2 folder, loaded once per process and folder."""
+    key = (f"folder:{folder.resolve()}", str(dev))
+    if key in _LOADED:
+        return _LOADED[key]
+    start = time.perf_counter()
+    hf_model, reason = load_gpt2_folder(folder, source)
+    ref = _make_reference(hf_model, "pretrained", reason, dev, start, path=folder)
+    _LOADED[key] = ref
     return ref

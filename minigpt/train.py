@@ -47,6 +47,7 @@ from minigpt.checkpoint import (
     truncate_metrics,
 )
 from minigpt.data import TokenData
+from minigpt.files import FileLock
 
 __all__ = [
     "TrainConfig",
@@ -63,8 +64,9 @@ __all__ = [
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # Fields that may change between a run and its resumption without changing its losses.
+# (Not max_steps: the cosine schedule is laid out over max_steps, so changing it changes
+# every learning rate after warmup, and a resumed run would differ from an uninterrupted one.)
 RESUMABLE_CHANGES = (
-    "max_steps",
     "eval_interval",
     "checkpoint_interval",
     "log_interval",
@@ -116,8 +118,24 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
-        if self.n_ctx is not None and self.n_ctx < 1:
-            raise ValueError(f"TrainConfig.n_ctx={self.n_ctx!r} must be None or positive")
+        n_ctx = self.n_ctx
+        if n_ctx is not None and (
+            not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1
+        ):
+            raise ValueError(f"TrainConfig.n_ctx={n_ctx!r} must be None or a positive integer")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}: "
+                "the peak learning rate would never be reached"
+            )
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be a multiple of "
@@ -131,8 +149,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be in [0, 1)")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("TrainConfig.weight_decay and grad_clip must be >= 0")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"TrainConfig.precision={self.precision!r} must be one of {', '.join(PRECISIONS)}"
@@ -145,8 +164,9 @@ class TrainConfig:
     def differences(self, other: TrainConfig | dict) -> list[str]:
         """Fields (other than :data:`RESUMABLE_CHANGES`) where ``other`` differs from this."""
         theirs = other if isinstance(other, dict) else dataclasses.asdict(other)
+        why = {"max_steps": " (the cosine schedule is laid out over max_steps)"}
         return [
-            f"{k}: {theirs.get(k)!r} vs {v!r}"
+            f"{k}: {theirs.get(k)!r} vs {v!r}{why.get(k, '')}"
             for k, v in dataclasses.asdict(self).items()
             if k not in RESUMABLE_CHANGES and theirs.get(k) != v
         ]
@@ -311,6 +331,7 @@ class TrainRun:
             self.step_model = torch.compile(self.step_model)
         self._metrics = None
         self._writer = None
+        self._lock: FileLock | None = None
         self._since_log = (0, 0.0)  # tokens and seconds since the last metrics line
 
     # -- files -----------------------------------------------------------------------
@@ -325,6 +346,14 @@ class TrainRun:
 
     def start(self, resume: bool) -> None:
         path = self.checkpoint_path
+        if self.writes:
+            self._lock = FileLock(self.out_dir / ".lock")
+            if not self._lock.acquire(wait=False):
+                raise CheckpointError(
+                    f"{self.out_dir} is in use by another training run (process "
+                    f"{self._lock.holder()}); wait for it to finish or choose another output "
+                    "folder. Nothing was changed."
+                )
         if resume:
             if path is None:
                 raise CheckpointError("resume=True needs out_dir, the folder of the run")
@@ -408,6 +437,9 @@ class TrainRun:
         self.step = int(state["step"])
 
     def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -584,7 +616,11 @@ def train(
             checkpoint of another model or config, or a new run over an old checkpoint.
     """
     run = TrainRun(model, data, cfg, out_dir=out_dir, device=device, meta=meta)
-    run.start(resume)
+    try:
+        run.start(resume)
+    except BaseException:
+        run.close()  # releases the run folder's lock
+        raise
     stop = threading.Event()
     bar = run.progress_bar(progress)
     try:

@@ -4,6 +4,7 @@ Examples::
 
     python -m minigpt.train --preset tiny --out runs/tiny          # ~2 min on 2 CPU cores
     python -m minigpt.train --preset tiny --out runs/tiny --resume  # after Ctrl-C
+    python -m minigpt.train --preset tiny --out runs/tiny --export runs/tiny-hf  # + HF folder
     torchrun --nproc_per_node 2 -m minigpt.train --preset seed --out runs/seed
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel: NCCL on GPUs, gloo on CPUs.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--grad-accum", type=int, help="micro-steps per optimizer step")
     arg("--n-ctx", type=int, help="tokens per training window (default: the model's context)")
     arg("--lr", type=float, help="peak learning rate")
+    arg("--warmup-steps", type=int, help="steps of linear warmup (at most --max-steps)")
     arg("--precision", choices=["auto", "float32", "bfloat16", "float16"], help="autocast dtype")
     arg("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
     arg("--eval-interval", type=int, help="steps between validation losses")
@@ -59,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--profile", action="store_true", help="torch.profiler trace of steps 2-4 in OUT/profile")
     arg("--tensorboard", action="store_true", help="TensorBoard events in OUT/tensorboard")
     arg("--no-progress", action="store_true", help="no progress bar")
+    arg("--debug", action="store_true", help="on an error, print the whole traceback")
+    arg(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="when training finishes, write the model and its tokenizer to DIR as a Hugging "
+        "Face GPT-2 folder (for transformers' GPT2LMHeadModel and AutoTokenizer)",
+    )
     return parser
 
 
@@ -70,6 +80,7 @@ def _train_changes(args) -> dict:
         "grad_accum": args.grad_accum,
         "n_ctx": args.n_ctx,
         "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
         "precision": args.precision,
         "compile": args.compile,
         "eval_interval": args.eval_interval,
@@ -102,6 +113,8 @@ def run(args) -> int:
         args.preset, tokenizer=args.tokenizer, data=args.data, train_changes=_train_changes(args)
     )
     out = args.out or Path("runs") / plan.preset.name
+    if args.export is not None and args.export.exists() and not args.export.is_dir():
+        raise ValueError(f"--export {args.export} exists and is not a folder")
     model, data = plan.materialize(max_documents=args.max_documents)
     n_params = sum(p.numel() for p in model.parameters())
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -128,6 +141,11 @@ def run(args) -> int:
             f"minigpt-train: {result.status} at step {result.step}, "
             f"loss {last.get('loss', float('nan')):.4f}{val}; checkpoint in {out}"
         )
+        if args.export is not None and result.status == "finished":
+            model.save_pretrained(args.export, tokenizer=plan.tokenizer)
+            print(f"minigpt-train: exported the model and its tokenizer to {args.export}")
+        elif args.export is not None:
+            print(f"minigpt-train: not exported to {args.export} (the run did not finish)")
     return 0 if result.status == "finished" else EXIT_INTERRUPTED
 
 
@@ -136,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, CorpusError, CheckpointError, TrainingDiverged) as err:
+    except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:
+        if args.debug:
+            raise
         print(f"minigpt-train: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ValueError) else 1
     finally:

@@ -25,6 +25,7 @@ from minigpt.checkpoint import (
     model_from_checkpoint,
 )
 from minigpt.device import resolve_device
+from minigpt.files import FileLock
 from minigpt.presets import RunPlan, plan_run
 from minigpt.train import train
 
@@ -34,23 +35,6 @@ SHAKESPEARE_PRESET = "tiny"
 def shakespeare_run_dir() -> Path:
     """The folder holding the tiny Shakespeare model's ``checkpoint.pt`` and ``metrics.jsonl``."""
     return cache_dir() / "checkpoints" / "shakespeare-tiny"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock on ``path`` (POSIX ``flock``; no lock where that does not exist)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no locking, the atomic writes still keep files whole
-        yield
-        return
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -100,7 +84,7 @@ def shakespeare_model(device: str | torch.device | None = None, *, progress: boo
     plan = plan_run(SHAKESPEARE_PRESET)
     folder = shakespeare_run_dir()
     path = folder / CHECKPOINT_NAME
-    with _file_lock(folder.with_name(folder.name + ".lock")):
+    with FileLock(folder.with_name(folder.name + ".lock")):
         status = _checkpoint_status(path, plan)
         if status == "stale":  # made by an older preset or tokenizer: this cache is ours
             shutil.rmtree(folder)

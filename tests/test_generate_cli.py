@@ -10,7 +10,10 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from minigpt.checkpoint import CheckpointError, save_atomic
+from minigpt.config import GPTConfig
 from minigpt.generate_cli import TextStream, main
+from minigpt.model import GPT
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,42 @@ def test_weights_pretrained_unreachable_names_the_flag(capsys, monkeypatch):
     assert err.startswith("error: --weights pretrained, but the real GPT-2 weights cannot be had")
     assert "No copy here (test)." in err and "--weights random" in err
     assert "MINIGPT_WEIGHTS" not in err
+
+
+@pytest.mark.parametrize("flag", ["--num-samples", "--num-beams"])
+def test_zero_samples_or_beams_is_a_clear_error(capsys, checkpoint, flag):
+    code, out, err = run(capsys, "Hi", "--model", checkpoint[0], "--quiet", flag, 0)
+    assert code == 2 and out == ""
+    assert err == f"error: {flag}=0 must be an integer >= 1\n"
+
+
+def _saved_model(tmp_path, meta):
+    from dataclasses import asdict
+
+    from minigpt.checkpoint import FORMAT, VERSION
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=40)
+    state = {"format": FORMAT, "version": VERSION, "model_config": asdict(cfg),
+             "model": GPT(cfg).state_dict(), "meta": meta}  # fmt: skip
+    return save_atomic(state, tmp_path / "checkpoint.pt")
+
+
+def test_generate_refuses_a_non_checkpoint_in_one_line(tmp_path, capsys):
+    from minigpt.generate_cli import main
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model")
+    assert main(["hi", "--model", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.txt cannot be read" in err and "Traceback" not in err
+    with pytest.raises(CheckpointError):  # --debug: the whole story
+        main(["hi", "--model", str(path), "--debug"])
+
+
+def test_generate_compares_the_tokenizer_fingerprint_as_resume_does(tmp_path, capsys):
+    from minigpt.generate_cli import main
+
+    path = _saved_model(tmp_path, {"tokenizer": "gpt2", "tokenizer_fingerprint": "0123456789ab"})
+    with pytest.raises(SystemExit, match="trained with another tokenizer than 'gpt2'"):
+        main(["hi", "--model", str(path), "--max-new-tokens", "2"])

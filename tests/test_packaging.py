@@ -1,6 +1,7 @@
 """environment.yml must give conda users the same environment as pyproject.toml, and the
 lock (constraints.txt) must pin, within pyproject's ranges, every package the extras bring."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -60,3 +61,112 @@ def test_lock_pins_every_dependency_inside_pyproject_ranges():
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}"
         )
+
+
+# -- the layout: what the README's chapter table promises -------------------------------
+
+PACKAGE = ROOT / "minigpt"
+SUPPORT = {"notebook", "exercises", "zoo", "device", "assets", "files"}
+
+
+def _chapter_table() -> dict[str, list[str]]:
+    """``{"00": ["reference", "compare"], ...}`` from the README's chapter table."""
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\| (\d\d) \| `book/[^`]+` \| (.*?) \|", line)
+        if match:
+            rows[match[1]] = re.findall(r"`([a-z_]+)\.py`", match[2])
+    return rows
+
+
+def _minigpt_imports(source: str) -> set[str]:
+    """The minigpt modules a piece of code imports (first level below the package)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minigpt"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("minigpt."))
+    return found
+
+
+def test_each_module_is_in_the_table_and_has_its_test_file():
+    table = _chapter_table()
+    assert sorted(table) == [f"{i:02d}" for i in range(8)]
+    listed = [m for mods in table.values() for m in mods]
+    assert len(listed) == len(set(listed)), "a module is listed under two chapters"
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "generate"}  # a -m shim
+    assert modules - SUPPORT == set(listed), "README's chapter table and minigpt/ disagree"
+    for module in sorted(modules):
+        assert (ROOT / "tests" / f"test_{module}.py").is_file(), (
+            f"tests/test_{module}.py is missing"
+        )
+
+
+def test_each_chapter_imports_only_its_own_and_earlier_modules():
+    table = _chapter_table()
+    allowed: set[str] = set(SUPPORT)
+    for number, modules in sorted(table.items()):
+        allowed |= set(modules)
+        (notebook,) = (ROOT / "book").glob(f"{number}_*.ipynb")
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        later = _minigpt_imports(code) - allowed
+        assert not later, f"{notebook.name} imports {sorted(later)}, from later chapters"
+
+
+def test_no_import_circle_between_modules():
+    """Module-level imports (not those inside ``if __name__ == "__main__"``) form no circle."""
+    import ast
+
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("minigpt.")
+            ):
+                deps.add(node.module)
+        graph[name] = deps
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 1:
+            raise AssertionError("import circle: " + " -> ".join([*trail, node]))
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            visit(dep, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        visit(node, [])
+
+
+def test_public_names_are_defined_where_they_are_listed():
+    """A name in a module's ``__all__`` is defined there, not imported (one name, one address)."""
+    import ast
+
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = set()
+        listed: list[str] = []
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                imported.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                listed = [e.value for e in node.value.elts]
+        reexported = sorted(set(listed) & imported)
+        assert not reexported, f"{path.name} re-exports {reexported}"

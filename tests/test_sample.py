@@ -1,15 +1,15 @@
-"""Sampling: each transform against hand-derived cases and against its own claimed
-distribution (seeded draws), then the generation loop against itself (cache, padding,
-streaming), against Hugging Face and against the TransformerLens bridge."""
+"""Sampling (minigpt.sample): each transform against hand-derived cases and against its own
+claimed distribution (seeded draws), then the generation loop (padding, penalties, stops,
+streaming) against itself, against Hugging Face and against the TransformerLens bridge."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
 
-from minigpt.beam import beam_search
 from minigpt.sample import (
     Sampler,
     apply_frequency_presence_penalty,
@@ -196,30 +196,6 @@ def prompts(batch: int = 3, pos: int = 6, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, EOS, (batch, pos), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "einsum"])
-def test_cached_generation_equals_uncached(tiny, impl):
-    model, _ = tiny
-    model.attn_impl = impl
-    try:
-        tokens = prompts()
-        for knobs in ({"temperature": 0}, {"temperature": 0.8, "top_k": 20, "top_p": 0.9}):
-            runs = [
-                generate(
-                    model,
-                    tokens,
-                    25,
-                    use_kv_cache=cache,
-                    generator=torch.Generator().manual_seed(7),
-                    **knobs,
-                )  # fmt: skip
-                for cache in (True, False)
-            ]
-            assert runs[0].shape == (3, 31)
-            assert torch.equal(runs[0], runs[1]), f"cache changed the tokens with {knobs}"
-    finally:
-        model.attn_impl = "sdpa"
-
-
 def test_greedy_equals_hugging_face(tiny):
     model, hf = tiny
     tokens = prompts()
@@ -309,86 +285,6 @@ def test_stop_strings_end_generation_once_the_text_contains_them(tiny):
         generate(model, tokens, 5, stop_strings=["x"])
 
 
-def test_context_overflow_slides_or_stops(tiny):
-    model, _ = tiny  # n_ctx = 48
-    tokens = prompts(2, 44)
-    slid = generate(model, tokens, 10, temperature=0)
-    assert slid.shape == (2, 54)
-    assert torch.equal(slid, generate(model, tokens, 10, temperature=0, use_kv_cache=False))
-    # after the window is full, each step is the greedy token of the last 48 tokens
-    window = slid[:, -1 - 48 : -1]
-    assert torch.equal(model(window)[:, -1].argmax(-1), slid[:, -1])
-    stopped = generate(model, tokens, 10, temperature=0, context_overflow="stop")
-    assert stopped.shape == (2, 48)
-    assert torch.equal(stopped, slid[:, :48])
-
-
-@pytest.mark.parametrize(
-    ("tokens", "kwargs", "match"),
-    [
-        (torch.zeros(1, 0, dtype=torch.long), {}, "empty"),
-        (torch.zeros(1, 49, dtype=torch.long), {}, "n_ctx"),
-        (torch.zeros(1, 3), {}, "integer"),
-        (torch.tensor([[1, 97]]), {}, "vocabulary"),
-        (torch.tensor([1, 2]), {}, r"\[batch, pos\]"),
-        (torch.tensor([[1, 2]]), {"attention_mask": torch.tensor([[1, 0]])}, "LEFT padding"),
-        (torch.tensor([[1, 2]]), {"stop_tokens": [200]}, "stop_tokens"),
-        (torch.tensor([[1, 2]]), {"context_overflow": "wrap"}, "context_overflow"),
-        (torch.tensor([[1, 2]]), {"top_p": 2.0}, "top_p"),
-    ],
-)
-def test_bad_input_is_a_clear_error(tiny, tokens, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        generate(tiny[0], tokens, 5, **kwargs)
-
-
-# --- beam search --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"length_penalty": 1.0, "early_stopping": False},
-        {"length_penalty": 0.0, "early_stopping": True},
-        {"length_penalty": 2.0, "early_stopping": "never"},
-        {"length_penalty": -1.0, "early_stopping": False},
-    ],
-)
-def test_beam_search_equals_hugging_face(tiny, settings):
-    model, hf = tiny
-    tokens = prompts(4, 5, seed=2)
-    ours, scores = beam_search(model, tokens, 4, 14, eos_token_id=EOS, num_return_sequences=3,
-                               return_scores=True, **settings)  # fmt: skip
-    out = hf.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=14,
-                      num_beams=4, do_sample=False, num_return_sequences=3, pad_token_id=EOS,
-                      eos_token_id=EOS, return_dict_in_generate=True, output_scores=True,
-                      **settings)  # fmt: skip
-    assert torch.equal(ours, out.sequences)
-    torch.testing.assert_close(scores, out.sequences_scores, atol=1e-4, rtol=1e-4)
-    if settings["length_penalty"] <= 1:  # short endings are competitive: the cases exercise
-        assert (ours[:, 5:-1] == EOS).any()  # beams that end early, not only full-length ones
-
-
-def test_beam_search_with_one_beam_is_greedy(tiny):
-    model, _ = tiny
-    tokens = prompts()
-    greedy_run = generate(model, tokens, 10, temperature=0)
-    assert torch.equal(beam_search(model, tokens, 1, 10), greedy_run)
-
-
-def test_beam_search_trace_and_cache(tiny):
-    model, _ = tiny
-    tokens = prompts(2)
-    trace = []
-    cached = beam_search(model, tokens, 3, 8, trace=trace)
-    assert torch.equal(cached, beam_search(model, tokens, 3, 8, use_kv_cache=False))
-    assert len(trace) == 8 and trace[0].kept.shape == (2, 3) and trace[0].token.shape == (2, 6)
-    # at step 0 every candidate comes from beam 0: the beams start identical
-    assert (trace[0].parent == 0).all()
-    with pytest.raises(ValueError, match="num_return_sequences"):
-        beam_search(model, tokens, 2, 5, num_return_sequences=3)
-
-
 # --- GPT-2 small: ours == Hugging Face == TransformerLens, 50 greedy tokens ------------
 
 
@@ -430,19 +326,6 @@ def test_gpt2_small_greedy_equals_hugging_face_and_bridge(reference):
         assert torch.equal(ours, hf) and torch.equal(ours, bridge)
 
 
-@pytest.mark.slow
-def test_gpt2_small_beam_search_equals_hugging_face(reference):
-    from minigpt.model import GPT
-
-    tokens = reference.to_tokens("The meaning of life is")
-    model = GPT.from_hf(reference.hf_model).eval()
-    ours = beam_search(model, tokens, 3, 10, eos_token_id=50256)
-    theirs = reference.hf_model.generate(tokens, attention_mask=torch.ones_like(tokens),
-                                         max_new_tokens=10, num_beams=3, do_sample=False,
-                                         pad_token_id=50256, eos_token_id=50256)  # fmt: skip
-    assert torch.equal(ours, theirs)
-
-
 def test_stream_leaves_the_callers_grad_mode_alone(tiny):
     model, _ = tiny
     with torch.enable_grad():
@@ -450,3 +333,22 @@ def test_stream_leaves_the_callers_grad_mode_alone(tiny):
         next(steps)
         assert torch.is_grad_enabled(), "grad mode leaked out of the generator"
         steps.close()
+
+
+def test_stream_refuses_a_sampler_that_is_not_a_sampler(tiny):
+    model, _ = tiny
+    with pytest.raises(TypeError, match="Sampler"):  # the tests' runtime type checker
+        next(stream(model, prompts(1), 3, sampler="greedy"))
+    # What a reader calling it in a notebook sees, without that checker (see test_tokenizer):
+    with pytest.raises(TypeError, match=r"sampler must be a minigpt\.sample\.Sampler, got str"):
+        next(inspect.unwrap(stream)(model, prompts(1), 3, sampler="greedy"))
+
+
+def test_generate_is_the_prompt_plus_the_streamed_columns(tiny):
+    model, _ = tiny
+    tokens = prompts()
+    steps = list(stream(model, tokens, 9, Sampler(temperature=0)))
+    assert len(steps) == 9
+    expected = torch.cat([tokens, torch.stack(steps, dim=1)], dim=1)
+    assert torch.equal(generate(model, tokens, 9, temperature=0), expected)
+    assert torch.equal(generate(model, tokens, 0, temperature=0), tokens)  # nothing to add

