@@ -153,8 +153,8 @@ class TextStream:
 def main(argv: list[str] | None = None) -> int:
     """``minigpt-generate`` / ``python -m minigpt.generate``: see ``--help``."""
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         for flag, value in (("--num-samples", args.num_samples), ("--num-beams", args.num_beams)):
             if value < 1:
                 raise ValueError(f"{flag}={value} must be an integer >= 1")

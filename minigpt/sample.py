@@ -329,7 +329,9 @@ def generate(
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, **knobs)
     steps = stream(model, tokens, max_new_tokens, sampler, use_kv_cache=use_kv_cache,
                    generator=generator, **options)  # fmt: skip
-    return torch.cat([tokens, *(step[:, None] for step in steps)], dim=1)
+    columns = [step[:, None] for step in steps]  # on the model's device
+    prompt = tokens.to(columns[0].device) if columns else tokens
+    return torch.cat([prompt, *columns], dim=1)
 
 
 __all__ = [

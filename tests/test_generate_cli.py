@@ -177,3 +177,9 @@ def test_generate_compares_the_tokenizer_fingerprint_as_resume_does(tmp_path, ca
     path = _saved_model(tmp_path, {"tokenizer": "gpt2", "tokenizer_fingerprint": "0123456789ab"})
     with pytest.raises(SystemExit, match="trained with another tokenizer than 'gpt2'"):
         main(["hi", "--model", str(path), "--max-new-tokens", "2"])
+
+
+def test_an_unknown_device_is_one_line_not_a_traceback(capsys):
+    code, out, err = run(capsys, "hi", "--device", "tpu")
+    assert code == 2 and out == ""
+    assert err.startswith("error: device='tpu'") and "Traceback" not in err
