@@ -6,6 +6,8 @@ These are the small pure functions behind :class:`minigpt.tokenizer.BPETokenizer
 * :func:`train_merges` learns merges over *word counts* with incremental pair-count
   updates, so a few thousand merges on a 5 MB corpus take seconds.
 * :func:`bpe_word` applies learned merges to one word, lowest rank first, as GPT-2 does.
+* :func:`split_by_ranks` recovers the merge that made a token from a rank table
+  (tiktoken's files store ranks, not merges).
 * :func:`bytes_to_unicode` is GPT-2's table of printable stand-ins for the 256 bytes,
   needed to read its ``encoder.json`` and ``vocab.bpe``.
 """
@@ -220,6 +222,32 @@ def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
                 heapq.heappush(todo, new_rank)
 
     return [t for t in token if t is not None]
+
+
+@no_type_check
+def split_by_ranks(token: bytes, ranks: dict[bytes, int]) -> list[bytes]:
+    """The parts BPE leaves of ``token`` when only tokens ranked below ``token`` may form.
+
+    This is how a merge list is recovered from a rank table such as tiktoken's, which
+    stores only ``{token bytes: rank}``: starting from single bytes, repeatedly join the
+    adjacent pair whose joined bytes have the lowest rank below ``ranks[token]`` (the
+    leftmost if two tie), until none is left. For a table made by BPE training this ends
+    with exactly two parts, the merge that made ``token``; anything else means the token
+    is not reachable by merging two earlier tokens. With ``ranks = {b"a": 0, b"b": 1,
+    b"ab": 2, b"abb": 3}``, ``split_by_ranks(b"abb", ranks) == [b"ab", b"b"]``.
+    """
+    limit = ranks[token]
+    parts = [token[i : i + 1] for i in range(len(token))]
+    while len(parts) > 1:
+        best = best_rank = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < limit and (best_rank is None or rank < best_rank):
+                best, best_rank = i, rank
+        if best is None:
+            break
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
+    return parts
 
 
 def bytes_to_unicode() -> dict[int, str]:

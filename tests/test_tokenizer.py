@@ -1,20 +1,28 @@
-"""The BPE tokenizer: hand-derived cases, exact parity with tiktoken and Hugging Face's GPT-2
+"""The BPE tokenizer (minigpt.tokenizer): hand-derived cases, exact parity with tiktoken and Hugging Face's GPT-2
 tokenizers (whole Shakespeare corpus and hard strings), properties, files and bad input."""
 
 from __future__ import annotations
 
+import base64
 import inspect
+import itertools
 import json
-from collections import Counter
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import regex
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minigpt import tokenizer as tokenizer_module
-from minigpt.assets import gpt2_bpe_files
-from minigpt.bpe import GPT2_PATTERN, bpe_word, merge, pair_counts, train_merges, word_counts_of
+from minigpt.assets import gpt2_bpe_files, read_gpt2_bpe
+from minigpt.bpe import GPT2_PATTERN, split_by_ranks
 from minigpt.tokenizer import (
     EOT,
     BPETokenizer,
@@ -96,14 +104,6 @@ def shakespeare_ids(gpt2, shakespeare) -> list[int]:
 # -- the algorithm, on cases worked out by hand ------------------------------------------
 
 
-def test_pair_counts_and_merge_hand_derived():
-    assert pair_counts([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
-    assert pair_counts([5, 5, 5]) == {(5, 5): 2}  # overlapping pairs count
-    assert merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
-    assert merge([5, 5, 5], (5, 5), 9) == [9, 5]  # left to right, no overlap
-    assert merge([1], (1, 2), 4) == [1]
-
-
 def test_train_on_wikipedia_example():
     # "aaabdaaabac": aa -> Z, then ab -> Y (tied with Za, smaller pair wins), then ZY -> X.
     tok = BPETokenizer.train("aaabdaaabac", 259, pattern=None, special_tokens=())
@@ -111,35 +111,6 @@ def test_train_on_wikipedia_example():
     assert tok.merges == [(a, a), (a, b), (256, 257)]
     assert tok.encode("aaabdaaabac") == [258, ord("d"), 258, a, ord("c")]
     assert tok.token_bytes(258) == b"aaab"
-
-
-def test_bpe_word_applies_lowest_rank_first():
-    ranks = {(1, 2): 257, (2, 3): 256}  # (2, 3) was learned first, so it wins over (1, 2)
-    assert bpe_word([1, 2, 3], ranks) == [1, 256]
-
-
-def naive_merges(text: str, n_merges: int, pattern: str | None) -> list[tuple[int, int]]:
-    """The textbook loop over the whole text: count all pairs, merge the top one, repeat."""
-    words = [list(c.encode("utf-8")) for c in (regex.findall(pattern, text) if pattern else [text])]
-    merges = []
-    for step in range(n_merges):
-        counts = Counter(p for w in words for p in zip(w, w[1:]))
-        if not counts:
-            break
-        pair = min(counts, key=lambda p: (-counts[p], p))
-        merges.append(pair)
-        words = [merge(w, pair, 256 + step) for w in words]
-    return merges
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    text=st.one_of(st.text(alphabet="ab c\n'", max_size=80), st.text(max_size=40)),
-    pattern=st.sampled_from([GPT2_PATTERN, None]),
-)
-def test_fast_training_equals_naive_loop(text, pattern):
-    chunks = regex.findall(pattern, text) if pattern else [text]
-    assert train_merges(word_counts_of(chunks), 25) == naive_merges(text, 25, pattern)
 
 
 @settings(max_examples=25, deadline=None)
@@ -397,3 +368,700 @@ def test_word_cache_does_not_change_ids(small_trained):
     assert small_trained._cache == {}
     assert small_trained.encode(text) == warm
     assert len(small_trained._cache) == len(set(regex.findall(GPT2_PATTERN, text)))
+
+
+# --------------------------------------------------------------------------------------
+# BPETokenizer and other tools' files (GPT-2's vocab.json + merges.txt, tiktoken's rank files,
+# Hugging Face's tokenizer.json), the id map for files that number tokens their own way,
+# streaming encode (encode_iterable) and training around special tokens.
+#
+# Run explicitly (not named test_*):
+#
+#     OMP_NUM_THREADS=1 pytest -q tests/new_interop_tokenizer.py -p no:cacheprovider -o addopts=""
+# --------------------------------------------------------------------------------------
+
+
+# tiktoken's cl100k_base pattern: not GPT-2's, so files must carry it (a Split in tokenizer.json).
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+HARD_STRINGS = [
+    "",
+    " ",
+    "     ",
+    "\n\n\n",
+    "  \n \n\t\t x  ",
+    "\r\n\r\nline",
+    "hello   world  ",
+    "1234567890 3.14159 1,000,000 2026-11-23",
+    "I'm can't we'll they've you'd he's 'S DON'T 'll",
+    "🙂 👍🏽 👨‍👩‍👧 🏳️‍🌈",
+    "日本語のテキスト 中文 한국어",
+    "e\u0301 n\u0303 Z\u0351\u0307\u0308 a\u20dd",
+    "\u00a0\u2003x\u3000y\u200b\u200dz",
+    "ﷺ ꙮ 𒐫 \U0010ffff",
+    EOT,
+    "a<|endoftext|>b",
+    " <|endoftext|> hello\n<|endoftext|><|endoftext|>",
+    "<|endoftext",
+    "<|startoftext|> <|pad|>",
+]
+
+
+@pytest.fixture(autouse=True)
+def no_tiktoken_cache(monkeypatch):
+    # tiktoken caches what it reads under a key made from the path alone, and pytest reuses
+    # its temporary paths: an empty TIKTOKEN_CACHE_DIR turns that cache off.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+
+
+@pytest.fixture(scope="module")
+def sample() -> str:
+    from minigpt.corpus import load_corpus
+
+    return load_corpus("shakespeare")[:200_000]
+
+
+@pytest.fixture(scope="module")
+def texts(sample) -> list[str]:
+    return [sample, *HARD_STRINGS]
+
+
+@pytest.fixture(scope="module")
+def gpt2_ids(gpt2, texts) -> list[list[int]]:
+    return [gpt2.encode(t, allowed_special="all") for t in texts]
+
+
+@pytest.fixture(scope="module")
+def small(sample) -> BPETokenizer:
+    return BPETokenizer.train(sample, 1024, name="small")  # <|endoftext|> is id 1023
+
+
+@pytest.fixture(scope="module")
+def small_cl100k(sample) -> BPETokenizer:
+    return BPETokenizer.train(sample, 700, pattern=CL100K_PATTERN, name="cl")
+
+
+def write_vocab_merges(folder: Path, vocab: dict[str, int], merges) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    lines = "".join(f"{a} {b}\n" for a, b in merges)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + lines, encoding="utf-8")
+    return folder / "vocab.json", folder / "merges.txt"
+
+
+@pytest.fixture(scope="module")
+def gpt2_files(tmp_path_factory) -> tuple[Path, Path]:
+    """GPT-2's own tables (OpenAI's encoder.json and vocab.bpe) as vocab.json + merges.txt."""
+    encoder, merges = read_gpt2_bpe()
+    return write_vocab_merges(tmp_path_factory.mktemp("gpt2"), encoder, merges)
+
+
+@pytest.fixture(scope="module")
+def shifted_files(tmp_path_factory) -> tuple[Path, Path]:
+    """GPT-2's tables with <|endoftext|> at id 0 and every other id one higher."""
+    encoder, merges = read_gpt2_bpe()
+    shifted = {t: 0 if t == EOT else i + 1 for t, i in encoder.items()}
+    return write_vocab_merges(tmp_path_factory.mktemp("shifted"), shifted, merges)
+
+
+@pytest.fixture(scope="module")
+def shifted(shifted_files) -> BPETokenizer:
+    return BPETokenizer.from_vocab_merges(*shifted_files)
+
+
+def shift(ids: list[int]) -> list[int]:
+    return [0 if i == 50256 else i + 1 for i in ids]
+
+
+def same_layout(a: BPETokenizer, b: BPETokenizer) -> bool:
+    keys = ("pattern", "byte_order", "merges", "special_tokens", "id_map")
+    da, db = a.to_dict(), b.to_dict()
+    return all(da.get(k) == db.get(k) for k in keys)
+
+
+def assert_same_ids(tok: BPETokenizer, texts: list[str], expected: list[list[int]]) -> None:
+    for text, want in zip(texts, expected):
+        assert tok.encode(text, allowed_special="all") == want, text[:60]
+
+
+# -- vocab.json + merges.txt -------------------------------------------------------------
+
+
+def test_gpt2_tables_as_vocab_merges_give_gpt2_ids(gpt2_files, gpt2, texts, gpt2_ids):
+    tok = BPETokenizer.from_vocab_merges(*gpt2_files)
+    assert tok.id_map is None  # GPT-2's ids already follow the layout: no map
+    assert same_layout(tok, gpt2)
+    assert_same_ids(tok, texts, gpt2_ids)
+
+
+def test_shifted_layout_gives_shifted_ids(shifted, gpt2, texts, gpt2_ids):
+    # <|endoftext|> at 0, every other id one higher: encode returns the file's ids exactly.
+    assert shifted.id_map is not None
+    assert (shifted.vocab_size, shifted.eot_id) == (50257, 0)
+    assert shifted.special_token_ids == {EOT: 0} and shifted.special_tokens == {EOT: 50256}
+    assert shifted.merges == gpt2.merges  # the layout inside is GPT-2's
+    assert_same_ids(shifted, texts, [shift(ids) for ids in gpt2_ids])
+    for text, ids in zip(texts, gpt2_ids):
+        assert shifted.decode(shift(ids)) == text
+    assert shifted.encode_ordinary("Hello world") == [15497, 996]
+    assert shifted.token_bytes(0) == EOT.encode() and shifted.token_bytes(1) == b"!"
+    assert shifted.decode_bytes([15497]) == b"Hello"
+    with pytest.raises(ValueError, match="0..50256"):
+        shifted.decode([50257])
+
+
+def scrambled_copy(tok: BPETokenizer, folder: Path, seed: int = 0) -> tuple[dict, Path, Path]:
+    """``tok``'s vocab.json with every id moved at random (bytes not at 0..255, merges not
+    making ids in order); returns ``{old id: new id}`` and the two files."""
+    vocab_path, merges_path = tok.save_vocab_merges(folder / "orig")
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    new_ids = list(range(tok.vocab_size))
+    random.Random(seed).shuffle(new_ids)
+    perm = dict(enumerate(new_ids))
+    merges = [line.split(" ") for line in merges_path.read_text().splitlines()[1:]]
+    files = write_vocab_merges(folder / "scrambled", {t: perm[i] for t, i in vocab.items()}, merges)
+    return perm, *files
+
+
+def test_scrambled_layout_round_trips(small, texts, tmp_path):
+    perm, vocab_path, merges_path = scrambled_copy(small, tmp_path)
+    tok = BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+    assert min(tok.id_map[:256]) > 0 and tok.id_map != tuple(sorted(tok.id_map))
+    assert tok.eot_id == perm[small.eot_id]
+    expected = [[perm[i] for i in small.encode(t, allowed_special="all")] for t in texts]
+    assert_same_ids(tok, texts, expected)
+    for text, ids in zip(texts, expected):
+        assert tok.decode(ids) == text
+        assert list(tok.encode_iterable([text[:7], text[7:]], allowed_special="all")) == ids
+    # Written back (in the file's ids), read again: the same tokenizer.
+    again = BPETokenizer.from_vocab_merges(*tok.save_vocab_merges(tmp_path / "again"))
+    assert same_layout(again, tok)
+    # Our own format keeps the map (file version 3).
+    path = tok.save(tmp_path / "tok.json")
+    assert json.loads(path.read_text())["version"] == 3
+    loaded = BPETokenizer.load(path)
+    assert loaded.id_map == tok.id_map and loaded.encode(texts[0]) == expected[0]
+
+
+@pytest.mark.parametrize("which", ["small", "gpt2", "shifted", "cl100k"])
+def test_vocab_merges_round_trip(which, tmp_path, texts, small, gpt2, shifted, small_cl100k):
+    tok = {"small": small, "gpt2": gpt2, "shifted": shifted, "cl100k": small_cl100k}[which]
+    vocab_path, merges_path = tok.save_vocab_merges(tmp_path)
+    back = BPETokenizer.from_vocab_merges(vocab_path, merges_path, pattern=tok.pattern)
+    assert same_layout(back, tok)
+    assert_same_ids(back, texts, [tok.encode(t, allowed_special="all") for t in texts])
+
+
+def test_vocab_merges_named_special_tokens(small, tmp_path):
+    tok = small.with_special_tokens(["<|pad|>"])
+    vocab_path, merges_path = tok.save_vocab_merges(tmp_path)
+    with pytest.raises(TokenizerFileError, match=r"no merge makes.*'<\|pad\|>'") as info:
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)  # only <|endoftext|> by default
+    assert str(vocab_path) in str(info.value)
+    back = BPETokenizer.from_vocab_merges(vocab_path, merges_path, [EOT, "<|pad|>"])
+    assert same_layout(back, tok)
+    added = BPETokenizer.from_vocab_merges(
+        vocab_path, merges_path, {EOT: 1023, "<|pad|>": 1024, "<|x|>": 1025}
+    )
+    assert added.encode("<|x|>", allowed_special="all") == [1025]
+    with pytest.raises(TokenizerFileError, match="no entry for the special token"):
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path, [EOT, "<|nope|>"])
+
+
+def edit_files(tok: BPETokenizer, folder: Path, vocab_edit=None, merges_edit=None):
+    vocab_path, merges_path = tok.save_vocab_merges(folder)
+    if vocab_edit:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocab_edit(vocab)
+        vocab_path.write_text(json.dumps(vocab), encoding="utf-8")
+    if merges_edit:
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+        merges_edit(lines)
+        merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return vocab_path, merges_path
+
+
+def test_merge_result_missing_from_vocab_is_named(small, tmp_path):
+    last = "".join(small._string_tables("x")[1][-1])  # the token the last merge makes
+    vocab_path, merges_path = edit_files(small, tmp_path, vocab_edit=lambda v: v.pop(last))
+    with pytest.raises(TokenizerFileError) as info:
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+    message = str(info.value)
+    assert str(merges_path) in message and repr(last) in message and "not in" in message
+    assert f"line {len(small.merges) + 1}" in message  # line 1 is the #version header
+
+
+def test_vocab_token_no_merge_makes_is_named(small, tmp_path):
+    last = "".join(small._string_tables("x")[1][-1])
+    vocab_path, merges_path = edit_files(small, tmp_path, merges_edit=lambda lines: lines.pop())
+    with pytest.raises(TokenizerFileError, match="no merge makes") as info:
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+    assert str(vocab_path) in str(info.value) and repr(last) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "vocab_edit, merges_edit, message",
+    [
+        (lambda v: v.pop("Ā"), None, r"lacks the single-byte tokens of 1 byte\(s\) \('Ā'\)"),
+        (
+            lambda v: v.update({"▁x": 5000}),
+            None,
+            "character '▁'.*not one of GPT-2's 256 byte stand-ins",
+        ),
+        (lambda v: v.update({"a": v["b"]}), None, "id .* is given to both"),
+        (None, lambda lines: lines.insert(1, "a b c"), "line 2 is 'a b c', not two tokens"),
+        (None, lambda lines: lines.insert(1, lines.pop()), "there is no .* yet: a later merge"),
+    ],
+)
+def test_bad_vocab_merges_files(vocab_edit, merges_edit, message, small, tmp_path):
+    vocab_path, merges_path = edit_files(small, tmp_path, vocab_edit, merges_edit)
+    with pytest.raises(TokenizerFileError, match=message):
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+
+
+def test_unreadable_vocab_merges(tmp_path, small):
+    vocab_path, merges_path = small.save_vocab_merges(tmp_path)
+    with pytest.raises(TokenizerFileError, match="does not exist"):
+        BPETokenizer.from_vocab_merges(tmp_path / "nope.json", merges_path)
+    vocab_path.write_text("{bad json")
+    with pytest.raises(TokenizerFileError, match="not valid JSON"):
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+    vocab_path.write_text("[1, 2]")
+    with pytest.raises(TokenizerFileError, match="not a vocab.json"):
+        BPETokenizer.from_vocab_merges(vocab_path, merges_path)
+
+
+# -- tiktoken ------------------------------------------------------------------------------
+
+
+def write_ranks(path: Path, ranks: dict[bytes, int]) -> Path:
+    lines = (
+        f"{base64.b64encode(t).decode()} {r}\n"
+        for t, r in sorted(ranks.items(), key=lambda kv: kv[1])
+    )
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2_ranks() -> dict[bytes, int]:
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    files = gpt2_bpe_files()  # the verified files, read from disk: no download
+    return tiktoken_load.data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(files.vocab_bpe), encoder_json_file=str(files.encoder_json)
+    )
+
+
+def tiktoken_encoding(ranks: dict[bytes, int], tok: BPETokenizer):
+    tiktoken = pytest.importorskip("tiktoken")
+    return tiktoken.Encoding(
+        "test", pat_str=tok.pattern, mergeable_ranks=ranks, special_tokens=tok.special_token_ids
+    )
+
+
+def test_gpt2_ranks_from_tiktoken_give_gpt2(tiktoken_gpt2_ranks, tmp_path, gpt2, texts, gpt2_ids):
+    path = write_ranks(tmp_path / "gpt2.tiktoken", tiktoken_gpt2_ranks)
+    tok = BPETokenizer.from_tiktoken(path, {EOT: 50256})
+    # Merges recovered from ranks alone are GPT-2's 50,000 merges, in order.
+    assert tok.id_map is None and same_layout(tok, gpt2)
+    assert_same_ids(tok, texts, gpt2_ids)
+    enc = tiktoken_encoding(tiktoken_gpt2_ranks, tok)
+    assert enc.encode(texts[0]) == gpt2_ids[0]
+
+
+@pytest.mark.parametrize("which", ["small", "gpt2", "shifted", "cl100k"])
+def test_tiktoken_round_trip(which, tmp_path, texts, small, gpt2, shifted, small_cl100k):
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    tok = {"small": small, "gpt2": gpt2, "shifted": shifted, "cl100k": small_cl100k}[which]
+    path = tok.save_tiktoken(tmp_path / "tok.tiktoken")
+    ranks = tiktoken_load.load_tiktoken_bpe(str(path))
+    learned = 256 + len(tok.merges)
+    assert ranks == {tok.token_bytes(tok._public(i)): tok._public(i) for i in range(learned)}
+    enc = tiktoken_encoding(ranks, tok)  # tiktoken itself, from our file
+    expected = [tok.encode(t, allowed_special="all") for t in texts]
+    for text, ids in zip(texts, expected):
+        assert enc.encode(text, allowed_special="all") == ids, text[:60]
+        assert enc.decode(ids) == text
+    back = BPETokenizer.from_tiktoken(path, tok.special_token_ids, tok.pattern)
+    assert same_layout(back, tok)
+    assert_same_ids(back, texts, expected)
+
+
+def test_tiktoken_ids_may_leave_gaps(small, tmp_path):
+    path = small.save_tiktoken(tmp_path / "small.tiktoken")  # ranks 0..1022
+    tok = BPETokenizer.from_tiktoken(path, {EOT: 5000, "<|fim|>": 5005})
+    assert tok.vocab_size == 5006 and tok.eot_id == 5000 and tok.id_map is not None
+    hi = small.encode("hi")
+    assert tok.encode("hi<|fim|><|endoftext|>", allowed_special="all") == [*hi, 5005, 5000]
+    assert tok.decode([5000, *hi]) == EOT + "hi"
+    with pytest.raises(ValueError, match="leaves id 1023 unused"):
+        tok.decode([*hi, 1023])
+    wider = tok.with_special_tokens(["<|pad|>"])
+    assert wider.special_token_ids["<|pad|>"] == 5006 and wider.vocab_size == 5007
+    loaded = BPETokenizer.load(tok.save(tmp_path / "tok.json"))
+    assert loaded.encode("<|fim|>", allowed_special="all") == [5005]
+    assert same_layout(loaded, tok)
+
+
+def test_save_tiktoken_refuses_ids_out_of_merge_order(small, tmp_path):
+    tok = BPETokenizer.from_vocab_merges(*scrambled_copy(small, tmp_path)[1:])
+    with pytest.raises(ValueError, match="ids must grow with the merges"):
+        tok.save_tiktoken(tmp_path / "tok.tiktoken")
+
+
+def test_bad_tiktoken_files(small, tmp_path):
+    path = small.save_tiktoken(tmp_path / "tok.tiktoken")
+    lines = path.read_text().splitlines()
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("\n".join([*lines[:10], "not-base64!! 10", *lines[10:]]))
+    with pytest.raises(TokenizerFileError, match=r"line 11 is 'not-base64!! 10'"):
+        BPETokenizer.from_tiktoken(bad)
+    bad.write_text("\n".join([*lines, lines[300].split()[0] + " 5000"]))
+    with pytest.raises(TokenizerFileError, match="is already on line 301"):
+        BPETokenizer.from_tiktoken(bad)
+    # A token whose parts are gone: BPE over the lower ranks cannot make it.
+    ranks = {base64.b64decode(line.split()[0]): int(line.split()[1]) for line in lines}
+    part = small.token_bytes(small.merges[-1][0])  # a part of the last merge's token
+    if len(part) == 1:
+        part = small.token_bytes(small.merges[-1][1])
+    assert len(part) > 1
+    del ranks[part]
+    write_ranks(bad, ranks)
+    with pytest.raises(TokenizerFileError, match="not two lower-ranked tokens joined") as info:
+        BPETokenizer.from_tiktoken(bad)
+    assert str(bad) in str(info.value)
+    with pytest.raises(TokenizerFileError, match="id 1023 is given to both"):
+        BPETokenizer.from_tiktoken(path, {EOT: 1023, "<|x|>": 1023})
+
+
+def test_split_by_ranks():
+    ranks = {b"a": 0, b"b": 1, b"ab": 2, b"abb": 3, b"bb": 4}
+    assert split_by_ranks(b"abb", ranks) == [b"ab", b"b"]
+    assert split_by_ranks(b"bb", ranks) == [b"b", b"b"]
+
+
+# -- Hugging Face tokenizer.json -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["small", "gpt2", "shifted", "cl100k"])
+def test_hf_round_trip(which, tmp_path, texts, small, gpt2, shifted, small_cl100k):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = {"small": small, "gpt2": gpt2, "shifted": shifted, "cl100k": small_cl100k}[which]
+    path = tok.save_hf_tokenizer_json(tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    expected = [tok.encode(t, allowed_special="all") for t in texts]
+    for text, ids in zip(texts, expected):  # Hugging Face always splits out added tokens
+        assert hf.encode(text).ids == ids, text[:60]
+        assert hf.decode(ids, skip_special_tokens=False) == text
+    back = BPETokenizer.from_hf_tokenizer_json(path)
+    assert same_layout(back, tok)
+    assert_same_ids(back, texts, expected)
+
+
+@pytest.mark.parametrize("which", ["small", "shifted"])
+def test_transformers_fast_tokenizer_reads_our_file(which, tmp_path, texts, small, shifted):
+    transformers = pytest.importorskip("transformers")
+    tok = {"small": small, "shifted": shifted}[which]
+    path = tok.save_hf_tokenizer_json(tmp_path / "tokenizer.json")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path))
+    assert len(fast) == tok.vocab_size
+    for text in texts:
+        assert fast.encode(text) == tok.encode(text, allowed_special="all"), text[:60]
+
+
+def test_hf_file_written_by_hugging_face_gives_its_ids(tmp_path, texts, gpt2_ids):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+
+    encoder, merges = read_gpt2_bpe()
+    shifted_vocab = {t: 0 if t == EOT else i + 1 for t, i in encoder.items()}
+    hf = tokenizers.Tokenizer(models.BPE(vocab=shifted_vocab, merges=merges))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    tok = BPETokenizer.from_hf_tokenizer_json(path)
+    assert tok.eot_id == 0
+    for text, ids in zip(texts, gpt2_ids):
+        assert tok.encode(text, allowed_special="all") == hf.encode(text).ids == shift(ids)
+
+
+def test_gpt2_tokenizer_json_from_transformers(tmp_path, gpt2):
+    from minigpt.reference import gpt2_hf_tokenizer
+
+    path = tmp_path / "gpt2.json"
+    gpt2_hf_tokenizer().backend_tokenizer.save(str(path))  # merges as lists; a no-op template
+    tok = BPETokenizer.from_hf_tokenizer_json(path)
+    assert tok.id_map is None and same_layout(tok, gpt2)
+
+
+def edit_json(path: Path, edit) -> Path:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["model"].update(type="WordPiece"), "not a BPE tokenizer.json"),
+        (lambda d: d.update(normalizer={"type": "NFC"}), "a NFC normalizer"),
+        (lambda d: d["model"].update(byte_fallback=True), "model.byte_fallback=true"),
+        (lambda d: d.update(pre_tokenizer={"type": "Whitespace"}), "a Whitespace pre-tokenizer"),
+        (
+            lambda d: d.update(
+                post_processor={
+                    "type": "TemplateProcessing",
+                    "single": [
+                        {"SpecialToken": {"id": EOT, "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}},
+                    ],
+                }  # fmt: skip
+            ),
+            "TemplateProcessing post-processor that adds tokens",
+        ),
+        (
+            lambda d: d["model"]["merges"].append("Ġthe Ġthe"),
+            r"model.merges\[\d+\] makes 'ĠtheĠthe' .*which is not in",
+        ),
+        (lambda d: d["model"]["merges"].append(["a"]), "is not a pair of tokens"),
+    ],
+)
+def test_bad_hf_files(edit, message, tmp_path, small):
+    path = edit_json(small.save_hf_tokenizer_json(tmp_path / "tokenizer.json"), edit)
+    with pytest.raises(TokenizerFileError, match=message) as info:
+        BPETokenizer.from_hf_tokenizer_json(path)
+    assert str(path) in str(info.value)
+
+
+# -- encode_iterable ----------------------------------------------------------------------
+
+ATOMS = ["we", "'ll", "'", "l", "s", "'s", "don't", " ", "  ", "   ", "\n", "\n\n", " \n ",
+         "\t", "\r\n", "x", "Hello", "WORLD", "123", "4567", "🙂", "日本", "é", "!!", "?", ".",
+         EOT, "<|", "|>", "endoftext", "<|endoftext", "supercalifragilistic"]  # fmt: skip
+
+texts_to_split = st.lists(st.one_of(st.sampled_from(ATOMS), st.text(max_size=5)), max_size=30).map(
+    "".join
+)
+
+
+def pieces_of(text: str, cuts: list[int]) -> list[str]:
+    cuts = sorted(c % (len(text) + 1) for c in cuts)
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+
+
+def outcome(fn, *args, **kwargs):
+    """What ``fn`` returns (a generator: as a list), or the ValueError it raises."""
+    try:
+        result = fn(*args, **kwargs)
+        return result if isinstance(result, list) else list(result)
+    except ValueError as err:
+        return ("ValueError", str(err))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=texts_to_split, cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_stream_equals_encode_wherever_cut(text, cuts, gpt2, small, small_cl100k, shifted):
+    pieces = pieces_of(text, cuts)
+    assert "".join(pieces) == text
+    for tok in (gpt2, small, small_cl100k, shifted):
+        for policy in ({"allowed_special": "all"}, {"disallowed_special": ()}, {}):
+            want = outcome(tok.encode, text, **policy)
+            got = outcome(tok.encode_iterable, pieces, **policy)
+            assert got == want, (tok.name, policy, pieces)
+
+
+def test_stream_every_pair_of_cuts(gpt2, small_cl100k):
+    text = "we'll  \n\n <|endoftext|>x  y's 123 🙂 don't\n"
+    for tok in (gpt2, small_cl100k):
+        want = tok.encode(text, allowed_special="all")
+        for i, j in itertools.combinations_with_replacement(range(len(text) + 1), 2):
+            pieces = [text[:i], text[i:j], text[j:]]
+            assert list(tok.encode_iterable(pieces, allowed_special="all")) == want, pieces
+
+
+def test_stream_one_character_at_a_time(gpt2, sample):
+    text = sample[:20_000] + " <|endoftext|>  \n"
+    assert list(gpt2.encode_iterable(iter(text), allowed_special="all")) == gpt2.encode(
+        text, allowed_special="all"
+    )
+
+
+def test_stream_is_lazy(gpt2):
+    # An endless input: only a lazy encoder can give the first ids.
+    endless = itertools.cycle(["the cat ", "sat<|endof", "text|>on the mat\n"])
+    stream = gpt2.encode_iterable(endless, allowed_special="all")
+    assert isinstance(stream, Iterator) and inspect.isgenerator(stream)
+    first = list(itertools.islice(stream, 1000))
+    text = "the cat sat<|endoftext|>on the mat\n" * 400
+    assert first == gpt2.encode(text, allowed_special="all")[:1000]
+
+
+def test_stream_policy_and_bad_input(gpt2):
+    with pytest.raises(ValueError, match="not special tokens"):
+        gpt2.encode_iterable(["x"], allowed_special={"<|pad|>"})  # checked before iterating
+    with pytest.raises(TypeError):
+        gpt2.encode_iterable("a str")
+    with pytest.raises(TypeError, match="piece 1 is a bytes"):
+        list(inspect.unwrap(BPETokenizer.encode_iterable)(gpt2, ["ok", b"no"]))
+    stream = gpt2.encode_iterable(["fine text. <|endof", "text|> more"])
+    with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>'"):
+        list(stream)
+
+
+MEMORY_SCRIPT = r"""
+import random, resource, time
+from minigpt.tokenizer import EOT, BPETokenizer
+
+def vm_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * resource.getpagesize()
+
+random.seed(0)
+words = [random.choice(["la", "abc", "x", "do", "re"]) * random.randint(40, 400) for _ in range(40)]
+seps = [" ", "  ", ", ", ". ", "'s ", " 123 ", "\n", " \n\n ", EOT, " " + EOT + "\n"]
+period = "".join(random.choice(words) + random.choice(seps) for _ in range(12_000)) + "end.\n"
+tok = BPETokenizer.train(period[:300_000], 256 + 120 + 1)
+per_period = len(tok.encode(period, allowed_special="all"))
+
+baseline = vm_bytes()  # after the imports and the set-up
+limit = baseline + 300 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    bytearray(400 * 2**20)
+    raise SystemExit("the address-space limit does not bite")
+except MemoryError:
+    pass
+
+n_periods = (1 << 30) // len(period) + 1  # just over 1 GiB of text in all
+piece = (1 << 20) + 7  # 1 MiB pieces that cut words, separators and <|endoftext|> anywhere
+assert piece < len(period)
+
+def pieces():
+    doubled = period * 2
+    total, sent = n_periods * len(period), 0
+    while sent < total:
+        size = min(piece, total - sent)
+        start = sent % len(period)
+        yield doubled[start : start + size]
+        sent += size
+
+start = time.perf_counter()
+count = sum(1 for _ in tok.encode_iterable(pieces(), allowed_special="all"))
+seconds = time.perf_counter() - start
+# The period starts with a word and ends with a newline, so its ids just repeat.
+assert count == n_periods * per_period, (count, n_periods * per_period)
+print(f"{n_periods * len(period) / 2**30:.3f} GiB, {count} ids, {seconds:.1f} s, "
+      f"{(vm_bytes() - baseline) / 2**20:.0f} MiB more address space")
+"""
+
+
+def test_stream_of_a_gigabyte_in_bounded_memory():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MEMORY_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(result.stdout)
+    assert "GiB" in result.stdout
+
+
+# -- training around special tokens --------------------------------------------------------
+
+
+def _learned(tok: BPETokenizer) -> list[bytes]:
+    return [tok.token_bytes(tok._public(256 + i)) for i in range(len(tok.merges))]
+
+
+def _from_special(token: bytes) -> bool:
+    return any(piece in token for piece in (b"<|", b"|>", b"<", b">", b"|", b"endoft"))
+
+
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, None])
+def test_training_never_merges_special_token_text(pattern, sample):
+    size = 2000 if pattern else 300
+    assert not any(c in sample for c in "<|>")
+    text = EOT.join(sample[i : i + size] for i in range(0, 60 * size, size))
+    vocab = 600 if pattern else 300
+    declared = BPETokenizer.train(text, vocab, pattern=pattern)
+    undeclared = BPETokenizer.train(text, vocab, pattern=pattern, special_tokens=())
+    assert not any(_from_special(t) for t in _learned(declared))
+    # The same text with <|endoftext|> not declared learns its pieces, it is so frequent.
+    assert any(b"<|" in t or b"|>" in t for t in _learned(undeclared))
+    ids = declared.encode(text, allowed_special="all")
+    assert ids.count(declared.eot_id) == 59 and declared.decode(ids) == text
+
+
+# -- the id map itself ---------------------------------------------------------------------
+
+
+def test_id_map_is_checked():
+    with pytest.raises(ValueError, match="id_map must give each of the 257 tokens its own id"):
+        BPETokenizer([], special_tokens={EOT: 256}, id_map=[0] * 257)
+    identity = BPETokenizer([], special_tokens={EOT: 256}, id_map=range(257))
+    assert identity.id_map is None and identity.to_dict()["version"] == 2
+
+
+def test_mapped_file_with_a_bad_id_map_is_refused(small, tmp_path):
+    mapped = BPETokenizer.from_vocab_merges(*scrambled_copy(small, tmp_path)[1:])
+    path = mapped.save(tmp_path / "tok.json")
+    data = json.loads(path.read_text())
+    data["id_map"] = data["id_map"][:-1]
+    from minigpt.files import digest
+
+    data["sha256"] = digest({k: v for k, v in data.items() if k != "sha256"})
+    path.write_text(json.dumps(data))
+    with pytest.raises(TokenizerFileError, match="id_map must give each") as info:
+        BPETokenizer.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_checksum_still_guards_a_mapped_file(small, tmp_path):
+    mapped = BPETokenizer.from_vocab_merges(*scrambled_copy(small, tmp_path)[1:])
+    path = mapped.save(tmp_path / "tok.json")
+    data = json.loads(path.read_text())
+    data["id_map"][0], data["id_map"][1] = data["id_map"][1], data["id_map"][0]  # still valid
+    path.write_text(json.dumps(data))
+    with pytest.raises(TokenizerFileError, match="does not match the checksum"):
+        BPETokenizer.load(path)
+
+
+def test_stream_with_a_pattern_that_skips_characters(sample):
+    # Text the pattern does not match is dropped by encode; the stream must drop the same.
+    tok = BPETokenizer.train(sample[:20_000], 300, pattern=r" ?\p{L}+| ?\p{N}+")
+    text = "we'll  go, 12 345 -- don't!  stop;\nhere  "
+    want = tok.encode(text)
+    assert len(tok.decode(want)) < len(text)
+    for i, j in itertools.combinations_with_replacement(range(len(text) + 1), 2):
+        pieces = [text[:i], text[i:j], text[j:]]
+        assert list(tok.encode_iterable(pieces)) == want, pieces
+
+
+# --------------------------------------------------------------------------------------
+# Pending: to be merged into tests/test_tokenizer.py.
+# --------------------------------------------------------------------------------------
+
+
+def test_a_tokenizer_file_with_one_merge_changed_is_refused(tmp_path):
+    from minigpt.tokenizer import BPETokenizer, TokenizerFileError
+
+    tok = BPETokenizer.train("to be or not to be, that is the question " * 30, 270)
+    path = tok.save(tmp_path / "tok.json")
+    assert BPETokenizer.load(path).merges == tok.merges
+    data = json.loads(path.read_text())
+    data["merges"][3] = data["merges"][2]  # still a valid file, one merge changed
+    path.write_text(json.dumps(data))
+    with pytest.raises(TokenizerFileError, match=r"tok\.json is corrupt.*checksum.*delete it"):
+        BPETokenizer.load(path)
