@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from minigpt.config import GPTConfig
-from minigpt.files import atomic_write, atomic_write_text, check_format, digest
+from minigpt.files import atomic_write, atomic_write_text, check_format, digest, first_line
 from minigpt.model import GPT
 
 FORMAT = "minigpt-train"
@@ -72,8 +72,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             "those (code hidden in a file cannot run), so it was not loaded"
         ) from None
     except Exception as err:  # a truncated or foreign file: say which one
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read: {reason}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line(err)}") from None
     check_format(
         state,
         path,

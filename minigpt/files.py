@@ -143,6 +143,13 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): enough to say
+    what went wrong in a one-line message that names the file."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def check_format(
     data: object, path: Path, *, kind: str, format: str, version: int, error: type[Exception]
 ) -> None:

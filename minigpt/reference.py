@@ -33,8 +33,8 @@ import torch
 
 from minigpt.assets import cache_dir, gpt2_bpe_files, hub_reachable, read_gpt2_bpe
 from minigpt.device import resolve_device
-from minigpt.files import atomic_folder
-from minigpt.weights import hf_weights_cached
+from minigpt.files import atomic_folder, first_line
+from minigpt.weights import hf_folder_config, hf_weights_cached
 
 WEIGHTS_ENV = "MINIGPT_WEIGHTS"
 GPT2_PATH_ENV = "MINIGPT_GPT2_PATH"  # a local GPT-2 folder (config.json + model.safetensors)
@@ -210,22 +210,10 @@ def load_gpt2_folder(folder: str | os.PathLike, source: str | None = None):
 
     folder = Path(folder).expanduser()
     given = f" (given by {source})" if source else ""
-    problem = None
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-    if not folder.is_dir():
-        problem = "does not exist or is not a folder"
-    elif not (folder / "config.json").is_file():
-        problem = "has no config.json"
-    elif not any((folder / name).is_file() for name in weights):
-        problem = f"has no weights ({', '.join(weights)})"
-    else:
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            config, problem = {}, f"has a config.json that is not valid JSON ({err})"
-        if not problem and config.get("model_type", "gpt2") != "gpt2":
-            problem = f"holds a {config.get('model_type')!r} model, not GPT-2"
-        elif not problem and config.get("vocab_size", 50257) != 50257:
+    config, error = hf_folder_config(folder)
+    problem = None if error is None else str(error)
+    if problem is None:
+        if config.get("vocab_size", 50257) != 50257:
             problem = (
                 f"holds a model with vocab_size={config.get('vocab_size')}; the reference "
                 "uses GPT-2's tokenizer, 50,257 tokens"
@@ -238,8 +226,7 @@ def load_gpt2_folder(folder: str | os.PathLike, source: str | None = None):
                     str(folder), local_files_only=True, output_loading_info=True
                 )
         except Exception as err:  # a truncated or foreign file: say which folder
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            problem = f"cannot be loaded as GPT-2: {type(err).__name__}: {first}"
+            problem = f"cannot be loaded as GPT-2: {type(err).__name__}: {first_line(err)}"
         else:
             lacking = sorted(info.get("missing_keys") or []) + sorted(
                 str(k) for k in info.get("mismatched_keys") or []

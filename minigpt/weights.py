@@ -31,7 +31,7 @@ import einops
 import torch
 from torch import Tensor
 
-from minigpt.files import atomic_folder, digest, fsync_folder
+from minigpt.files import atomic_folder, digest, first_line, fsync_folder
 
 # Buffers some transformers versions keep in a GPT-2 state dict; they hold no weights.
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -543,6 +543,30 @@ def _unfolded(folder: Path, hf_state: dict[str, Tensor]) -> dict[str, Tensor] | 
     return load_file(str(path))
 
 
+def hf_folder_config(folder: Path) -> tuple[dict | None, Exception | None]:
+    """``(config.json as a dict, None)`` when ``folder`` is a GPT-2 folder with weights, else
+    ``(None, the error)``: a FileNotFoundError for a missing folder or file, a ValueError for
+    a bad config, its message what is wrong in words ("holds no weights: ..."). The one check behind
+    :func:`read_hf_folder` and :func:`minigpt.reference.load_gpt2_folder`.
+    """
+    weights = (WEIGHTS_FILE, WEIGHTS_INDEX_FILE, TORCH_WEIGHTS_FILE)
+    if not folder.is_dir():
+        return None, FileNotFoundError("does not exist (or is not a folder)")
+    if not (folder / CONFIG_FILE).is_file():
+        return None, FileNotFoundError(f"has no {CONFIG_FILE}; it is not a Hugging Face model")
+    if not any((folder / name).is_file() for name in weights):
+        return None, FileNotFoundError(f"holds no weights: no {', '.join(weights)}")
+    try:
+        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, ValueError(f"has a broken config: {CONFIG_FILE} is not valid JSON ({err})")
+    if not isinstance(raw, dict):
+        return None, ValueError(f"has a broken config: {CONFIG_FILE} is not a JSON object")
+    if raw.get("model_type", "gpt2") != "gpt2":
+        return None, ValueError(f"holds a {raw['model_type']!r} model, not GPT-2")
+    return raw, None
+
+
 def read_hf_folder(folder: str | os.PathLike):
     """``(GPTConfig, TransformerLens-named parameters)`` of a Hugging Face GPT-2 folder:
     one written by :func:`save_hf_folder`, or a copy of OpenAI's GPT-2 (``config.json`` +
@@ -556,19 +580,10 @@ def read_hf_folder(folder: str | os.PathLike):
     from minigpt.config import GPTConfig
 
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist (or is not a folder)")
-    if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}; it is not a Hugging Face model")
-    try:
-        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder / CONFIG_FILE} is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{folder / CONFIG_FILE} is not a JSON object")
+    raw, problem = hf_folder_config(folder)
+    if problem is not None:
+        raise type(problem)(f"model folder {folder} {problem}")
     hf_config = GPT2Config.from_dict(raw)
-    if raw.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"{folder / CONFIG_FILE} is a {raw['model_type']!r} model, not GPT-2")
     check_gpt2_config(hf_config, where=str(folder / CONFIG_FILE))
     cfg = GPTConfig.from_hf(hf_config)
     try:
@@ -576,8 +591,7 @@ def read_hf_folder(folder: str | os.PathLike):
     except FileNotFoundError:
         raise
     except Exception as err:  # a truncated or foreign file: say which folder
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"the weights in {folder} cannot be read: {first}") from None
+        raise ValueError(f"the weights in {folder} cannot be read: {first_line(err)}") from None
     if getattr(hf_config, "tie_word_embeddings", True):  # transformers ignores lm_head then
         hf_state = {k: v for k, v in hf_state.items() if k != "lm_head.weight"}
     try:
