@@ -26,6 +26,28 @@ def pytest_configure(config):
     use_book_kernel_profile()
 
 
+@pytest.fixture
+def one_thread():
+    """Micro models gain nothing from threads, and on a busy 2-core machine they lose a lot.
+
+    Files of micro-model tests ask for it with ``pytestmark = pytest.mark.usefixtures(...)``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny GPT-2 of the generation tests, ``(ours, Hugging Face's)``: tests/tiny_gpt.py."""
+    from tiny_gpt import make_tiny
+
+    return make_tiny()
+
+
 @pytest.fixture(scope="session")
 def reference():
     """The reference GPT-2 (loaded once for the whole test session, ~10 s on 2 cores)."""

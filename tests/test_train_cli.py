@@ -1,19 +1,11 @@
 """The command line ``minigpt-train`` (minigpt.train_cli): a run, its resumption, bad flags."""
 
 import pytest
-import torch
 
 from minigpt.checkpoint import read_metrics
 from minigpt.train_cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from threads, and on a busy 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # micro models: see conftest.py
 
 
 def test_cli(tmp_path, capsys):

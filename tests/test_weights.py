@@ -124,13 +124,7 @@ STRINGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from threads, and on a busy 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # micro models: see conftest.py
 
 
 @pytest.fixture(scope="module")

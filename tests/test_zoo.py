@@ -17,13 +17,7 @@ CFG = TrainConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from threads, and on a busy 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # micro models: see conftest.py
 
 
 def test_shakespeare_model_trains_once_then_loads(tmp_path, monkeypatch):
