@@ -156,10 +156,15 @@ class Comparison:
 
     def verdict(self) -> str:
         tol = f"atol={self.atol:g}, rtol={self.rtol:g}"
+        n = len(self.rows)
         if self.passed:
-            return f"All {len(self.rows)} hooks agree with the reference ({tol})."
+            if n == 1:
+                return f"The hook {self.rows[0].name} agrees with the reference ({tol})."
+            return f"All {n} hooks agree with the reference ({tol})."
         names = ", ".join(row.name for row in self.failures)
-        return f"{len(self.failures)} of {len(self.rows)} hooks DISAGREE ({tol}): {names}"
+        if n == 1:
+            return f"The hook {names} DISAGREES with the reference ({tol})."
+        return f"{len(self.failures)} of {n} hooks DISAGREE ({tol}): {names}"
 
     def __str__(self) -> str:
         width = max([len(r.name) for r in self.rows] + [4])

@@ -20,8 +20,10 @@ TransformerLens's ``TransformerBridge``, which exposes a hook on every activatio
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import math
 import os
 import shutil
 import time
@@ -45,8 +47,35 @@ BOS_TOKEN = "<|endoftext|>"  # GPT-2 uses its end-of-text token as beginning-of-
 BOS_ID = 50256
 
 
+# Known facts of OpenAI's GPT-2 small, against which the book checks what it says of the
+# trained model. TransformerLens's own tests pin this loss of "Hello world!" after the start
+# token; a model with other weights lands far from it (random weights: about 11).
+HELLO_WORLD = "Hello world!"
+HELLO_WORLD_LOSS = 5.331856
+HELLO_WORLD_LOSS_TOL = 1e-3  # float32 on CPU or GPU agrees to ~1e-5; other weights miss by >0.1
+
+
 class ReferenceUnavailable(RuntimeError):
     """The reference cannot be loaded the way it was asked for."""
+
+
+class ClaimFailed(AssertionError):
+    """Something the book says of trained GPT-2 does not hold for the weights it loaded."""
+
+
+def check_claim(statement: str, holds: bool, measured: str) -> str:
+    """Back a sentence about the trained model with the measurement made in the same cell.
+
+    Returns ``statement`` followed by what was measured, for the page to print; raises
+    :class:`ClaimFailed` naming both when ``holds`` is false, so that a build with wrong or
+    broken weights stops instead of publishing the sentence.
+    """
+    if not holds:
+        raise ClaimFailed(
+            f"the book says {statement!r}, but these weights give {measured}: they do not "
+            "behave like OpenAI's GPT-2 small"
+        )
+    return f"{statement} (checked: {measured})"
 
 
 @dataclass
@@ -111,6 +140,29 @@ class Reference:
             f"on {self.device}, loaded in {self.load_seconds:.1f} s. {self.reason}"
         )
 
+    def loss(self, text: str) -> float:
+        """Mean next-token loss (nats) of ``text`` after the start token."""
+        tokens = self.to_tokens(text)
+        with torch.no_grad():
+            logits = self.hf_model(tokens).logits[0, :-1].float()
+        return torch.nn.functional.cross_entropy(logits, tokens[0, 1:]).item()
+
+    def check_gpt2_small(self) -> str:
+        """Check that pretrained weights are GPT-2 small's: the loss of ``HELLO_WORLD``.
+
+        Raises :class:`ClaimFailed` when it is not within ``HELLO_WORLD_LOSS_TOL`` of
+        ``HELLO_WORLD_LOSS``; with random weights there is nothing to check (a ValueError).
+        """
+        if not self.pretrained:
+            raise ValueError("check_gpt2_small() checks pretrained weights; these are random")
+        loss = self.loss(HELLO_WORLD)
+        return check_claim(
+            f"these are GPT-2 small's weights: the loss of {HELLO_WORLD!r} is "
+            f"{HELLO_WORLD_LOSS} ± {HELLO_WORLD_LOSS_TOL}",
+            math.isfinite(loss) and abs(loss - HELLO_WORLD_LOSS) <= HELLO_WORLD_LOSS_TOL,
+            f"loss {loss:.6f}",
+        )
+
     def __repr__(self) -> str:
         return f"Reference(weights={self.weights!r}, device={str(self.device)!r})"
 
@@ -165,6 +217,20 @@ def gpt2_hf_tokenizer():
     return tok
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Hide transformers' "Loading weights: 0/148" progress bar, which would land in the pages."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained_hf(name: str = HUB_MODEL):
     """OpenAI's weights for ``name`` (a GPT-2 on the Hugging Face hub) as a ``GPT2LMHeadModel``.
 
@@ -174,7 +240,8 @@ def load_pretrained_hf(name: str = HUB_MODEL):
     from transformers import GPT2LMHeadModel
 
     if hf_weights_cached(name):
-        model = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
+        with quiet_loading():
+            model = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
         return model, f"Real {name} weights, from the local Hugging Face cache."
     if not hub_reachable():
         return (
@@ -182,7 +249,8 @@ def load_pretrained_hf(name: str = HUB_MODEL):
             f"The weights of {name!r} are not in the Hugging Face cache and the hub is unreachable.",
         )
     try:
-        model = GPT2LMHeadModel.from_pretrained(name)
+        with quiet_loading():
+            model = GPT2LMHeadModel.from_pretrained(name)
     except OSError as err:
         return None, f"Downloading the weights of {name!r} failed ({type(err).__name__})."
     return model, f"Real {name} weights, downloaded from the Hugging Face hub."
@@ -220,7 +288,7 @@ def load_gpt2_folder(folder: str | os.PathLike, source: str | None = None):
             )
     if problem is None:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_loading():
                 warnings.simplefilter("ignore")
                 model, info = GPT2LMHeadModel.from_pretrained(
                     str(folder), local_files_only=True, output_loading_info=True
@@ -238,13 +306,42 @@ def load_gpt2_folder(folder: str | os.PathLike, source: str | None = None):
     return model, f"Weights from the local folder {folder}{given}."
 
 
+# How far the offline reference's small parameters sit from Hugging Face's init, which sets
+# every bias to 0 and every LayerNorm to gain 1, shift 0: a comparison against such a model
+# cannot see a missing bias or LayerNorm affine, since both sides are zero there. Sizes are
+# chosen so that dropping any one of them moves some activation by far more than the
+# book's tolerances, while the residual stream stays dominated by what the tokens put in.
+RANDOM_LN_GAIN_STD = 0.1  # LayerNorm gains ~ N(1, 0.1)
+RANDOM_LN_SHIFT_STD = 0.05  # LayerNorm shifts ~ N(0, 0.05)
+RANDOM_BIAS_STD = 0.02  # biases of q, k, v and of the MLP's first layer ~ N(0, 0.02)
+RANDOM_RESID_BIAS_STD = 0.01  # biases of layers that write to the residual stream ~ N(0, 0.01)
+
+
 def random_gpt2_hf(seed: int = RANDOM_SEED):
-    """GPT-2 small's exact architecture with weights drawn from its own init, seeded."""
+    """GPT-2 small's exact architecture with seeded random weights, none of them trivial.
+
+    Matrices follow GPT-2's own init (normal, std 0.02; residual projections scaled by
+    1/sqrt(2 * n_layers)). Then, unlike that init, every bias and every LayerNorm gain and
+    shift is drawn too (see ``RANDOM_LN_GAIN_STD`` and the others above), so that every
+    parameter tensor differs from its trivial value and a check against this model fails
+    when a bias or a LayerNorm affine is left out. The model is not trained.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(GPT2Config())
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                *_, module, kind = name.split(".")
+                if module.startswith("ln_"):
+                    if kind == "weight":
+                        param.normal_(1.0, RANDOM_LN_GAIN_STD)
+                    else:
+                        param.normal_(0.0, RANDOM_LN_SHIFT_STD)
+                elif kind == "bias":
+                    std = RANDOM_RESID_BIAS_STD if module == "c_proj" else RANDOM_BIAS_STD
+                    param.normal_(0.0, std)
     return model
 
 

@@ -83,3 +83,14 @@ def test_accepts_transformer_lens_activation_cache(reference):
     _, cache = reference.bridge.run_with_cache(tokens)
     ours = {"hook_embed": cache["hook_embed"].clone()}
     assert compare(ours, cache).passed
+
+
+def test_verdict_names_a_single_hook_in_the_singular():
+    ref = {"logits": torch.zeros(2, 3)}
+    assert (
+        compare({"logits": torch.zeros(2, 3)}, ref)
+        .verdict()
+        .startswith("The hook logits agrees with the reference")
+    )
+    bad = compare({"logits": torch.ones(2, 3)}, ref).verdict()
+    assert bad.startswith("The hook logits DISAGREES") and "1 of 1" not in bad

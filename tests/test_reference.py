@@ -16,7 +16,10 @@ from minigpt import reference as reference_module
 from minigpt.assets import gpt2_bpe_files
 from minigpt.reference import (
     BOS_ID,
+    HELLO_WORLD,
+    ClaimFailed,
     ReferenceUnavailable,
+    check_claim,
     gpt2_hf_tokenizer,
     load_reference,
     random_gpt2_hf,
@@ -83,6 +86,59 @@ def test_reference_offline_is_seeded_gpt2_small(reference):
     assert theirs.keys() == fresh.state_dict().keys()  # a plain HF model, not the bridge's wrapping
     for name, ours in fresh.state_dict().items():
         torch.testing.assert_close(ours, theirs[name].cpu(), atol=0, rtol=0, msg=name)
+
+
+def test_offline_reference_has_no_trivial_parameter():
+    """Every bias non-zero, every LayerNorm gain away from 1 and shift away from 0.
+
+    So a comparison against the offline reference fails when our model leaves any of them
+    out (Hugging Face's init would make both sides zero, or one, there).
+    """
+    model = random_gpt2_hf()
+    params = dict(model.named_parameters())
+    assert len(params) == 148
+    for name, p in params.items():
+        module, kind = name.split(".")[-2:]
+        if module.startswith("ln_") and kind == "weight":
+            away = (p - 1).abs().mean().item()
+            assert 0.05 < away < 0.15, (name, away)  # gains ~ N(1, 0.1)
+        elif module.startswith("ln_") or kind == "bias":
+            away = p.abs().mean().item()
+            assert 0.005 < away < 0.06, (name, away)  # shifts and biases ~ N(0, 0.01..0.05)
+        else:
+            assert 0.001 < p.std().item() < 0.03, name  # GPT-2's own init for matrices
+    # Well conditioned: a loss near uniform's ln(50257) = 10.82, no blown-up activations.
+    tokens = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(tokens, labels=tokens)
+    assert 10.5 < out.loss.item() < 11.3
+    assert out.logits.std().item() < 1.0
+
+
+def test_check_claim_prints_what_holds_and_stops_what_does_not():
+    assert check_claim("two is even", True, "2 % 2 == 0") == "two is even (checked: 2 % 2 == 0)"
+    with pytest.raises(ClaimFailed, match=r"says 'three is even', but these weights give 3 % 2"):
+        check_claim("three is even", False, "3 % 2 == 1")
+    assert issubclass(ClaimFailed, AssertionError)
+
+
+def test_check_gpt2_small_rejects_weights_that_are_not_gpt2(tmp_path, capfd, monkeypatch):
+    """A folder of random weights with GPT-2's vocabulary loads as "pretrained" but fails the
+    known loss of "Hello world!"; with its own loss as the known value the check passes."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(3)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2)).save_pretrained(tmp_path)
+    capfd.readouterr()
+    ref = load_reference(path=tmp_path, device="cpu")
+    assert ref.pretrained
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar in the pages
+    with pytest.raises(ClaimFailed, match="GPT-2 small's weights.*loss 1[01]\\."):
+        ref.check_gpt2_small()
+    monkeypatch.setattr(reference_module, "HELLO_WORLD_LOSS", ref.loss(HELLO_WORLD))
+    assert "checked: loss" in ref.check_gpt2_small()
+    with pytest.raises(ValueError, match="random"):
+        load_reference(weights="random", device="cpu").check_gpt2_small()
 
 
 def test_reference_bridge_equals_hf_model(reference):
