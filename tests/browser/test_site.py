@@ -99,14 +99,6 @@ REQUIRE_ENV = "MINIGPT_REQUIRE_BROWSER"  # CI sets it to 1: then a skip would hi
 needs_browser = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
-def test_browser_test_can_run():
-    """Fails, instead of skipping, when CI asked for the browser test and it cannot run."""
-    if SKIP is not None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"${REQUIRE_ENV}=1 but the browser test cannot run: {SKIP}")
-        pytest.skip(SKIP)
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass  # keep the test output free of one line per request
@@ -122,6 +114,44 @@ def base_url():
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
+    """Each check fires on a page made to fail it; without a browser, CI fails here.
+
+    The page logs a console error, holds a plotly div that never draws, a stderr output
+    and a link to a missing file.
+    """
+    if SKIP is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"${REQUIRE_ENV}=1 but the browser test cannot run: {SKIP}")
+        pytest.skip(SKIP)
+    browser = request.getfixturevalue("browser")
+    folder = tmp_path_factory.mktemp("broken-site")
+    (folder / "broken.html").write_text(
+        "<html><body><script>console.error('deliberate')</script>"
+        '<div class="plotly-graph-div" id="never-drawn"></div>'
+        '<div class="output stderr">a stray warning</div>'
+        '<a href="missing.html">gone</a></body></html>'
+    )
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        browser.get_log("browser")
+        browser.get(f"{url}/broken.html")
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        figures = browser.execute_script(FIGURES_JS)
+        bad = browser.execute_script(BAD_OUTPUTS_JS)
+        broken = _broken_local_links(browser, url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert any("deliberate" in e["message"] for e in severe), severe
+    assert figures["total"] == 1 and figures["drawn"] == 0 and figures["ids"] == ["never-drawn"]
+    assert bad == ["output stderr: a stray warning"]
+    assert broken == ["missing.html"]
 
 
 @pytest.fixture(scope="module")
