@@ -1,78 +1,345 @@
-"""Checks for the exercises of chapter 03 (attention)."""
+"""Checks for the exercises of chapter 03 (attention).
+
+The four steps of one attention layer, each checked against the reference's hooks of one
+layer (``cache`` is what ``ref.bridge.run_with_cache`` returns, or any mapping with the same
+names): :func:`check_attn_scores` (``hook_attn_scores``), :func:`check_causal_mask`
+(``hook_attn_scores`` again, masked), :func:`check_softmax` (``hook_pattern``) and
+:func:`check_weighted_values` (``hook_z``). :func:`check_previous_token_head` checks a head whose
+queries and keys are set by hand.
+
+Each checker runs the reader's function, compares it with the hook at a stated tolerance, and
+on a mismatch raises an ``AssertionError`` that says what differs and, when the answer matches
+a typical mistake (no scaling, the diagonal masked, the softmax over the wrong axis ...), names
+that mistake.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
+from torch import Tensor
 
-from minigpt.attention import Attention
-from minigpt.config import GPTConfig
-
-
-def _reference_pattern(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
-    n = q.shape[1]
-    future = torch.ones(n, n, dtype=torch.bool).triu(1)
-    return scores.masked_fill(future, float("-inf")).softmax(-1)
+MASKED = -1e4  # a score at or below this gets weight exp(-1e4) = 0 in float32: "masked"
 
 
-def check_attention_pattern(attention_pattern: Callable, seed: int = 0) -> None:
-    """Check ``attention_pattern(q, k) -> pattern[batch, n_heads, query_pos, key_pos]`` for
-    ``q, k[batch, pos, n_heads, d_head]``: scaled dot products, causal mask, softmax over keys."""
-    gen = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(2, 6, 3, 16, generator=gen), torch.randn(2, 6, 3, 16, generator=gen)
-    got = attention_pattern(q, k)
-    if tuple(got.shape) != (2, 3, 6, 6):
-        raise AssertionError(
-            f"expected shape (batch, n_heads, query_pos, key_pos) = (2, 3, 6, 6), got {tuple(got.shape)}"
-        )
-    if not torch.allclose(got.sum(-1), torch.ones(2, 3, 6), atol=1e-5):
-        raise AssertionError(
-            "each query's pattern should sum to 1 over the keys (softmax over the last axis)"
-        )
-    if got[..., torch.ones(6, 6, dtype=torch.bool).triu(1)].abs().max() > 1e-6:
-        raise AssertionError(
-            "a query attends to a later key: apply the causal mask before the softmax"
-        )
-    expected = _reference_pattern(q, k)
-    unscaled = _reference_pattern(q * math.sqrt(16), k)
-    if torch.allclose(got, unscaled, atol=1e-5) and not torch.allclose(got, expected, atol=1e-5):
-        raise AssertionError("divide the scores by sqrt(d_head) before the softmax")
-    torch.testing.assert_close(
-        got,
-        expected,
-        atol=1e-5,
-        rtol=0,
-        msg="the pattern differs from softmax(q.k / sqrt(d_head)) with a causal mask",
+def _hook(cache: Mapping[str, Tensor], layer: int, name: str) -> Tensor:
+    return cache[f"blocks.{layer}.attn.{name}"].detach().float().cpu()
+
+
+def _as_tensor(got: object, what: str) -> Tensor:
+    if not isinstance(got, Tensor):
+        raise AssertionError(f"{what} should return a torch.Tensor, got {type(got).__name__}")
+    return got.detach().float().cpu()
+
+
+def _close(a: Tensor, b: Tensor, where: Tensor | None = None, tol: float = 1e-4) -> bool:
+    if a.shape != b.shape:
+        return False
+    if where is not None:
+        a, b = a[..., where], b[..., where]
+    return bool(torch.allclose(a, b, atol=tol, rtol=tol))
+
+
+def _worst(got: Tensor, expected: Tensor, where: Tensor, axes: tuple[str, ...]) -> str:
+    """'off by 0.31 at head 3, query 7, key 2 (yours 1.2, the hook's 0.89)'."""
+    diff = (got - expected).abs().masked_fill(~where.expand_as(got), 0).nan_to_num(nan=math.inf)
+    index = torch.unravel_index(diff.argmax(), diff.shape)
+    at = ", ".join(f"{name} {int(i)}" for name, i in zip(axes, index) if name != "batch")
+    return (
+        f"off by {diff.max().item():.3g} at {at} "
+        f"(yours {got[index].item():.4g}, the hook's {expected[index].item():.4g})"
     )
-    print("Correct: scaled, masked, normalised: that is the attention pattern.")
 
 
-def check_attention_layer(attention_layer: Callable, seed: int = 0) -> None:
-    """Check ``attention_layer(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O) -> out[batch, pos, d_model]``
-    against :class:`minigpt.attention.Attention` with the same (random) weights."""
-    cfg = GPTConfig(d_model=24, n_heads=3, d_head=8, d_mlp=96, n_layers=1, n_ctx=16, d_vocab=10)
-    gen = torch.Generator().manual_seed(seed)
-    attn = Attention(cfg, impl="einsum")
-    with torch.no_grad():
-        for p in attn.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        x = torch.randn(2, 5, 24, generator=gen)
-        expected = attn(x)
-        got = attention_layer(
-            x, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V, attn.W_O, attn.b_O
-        )
-    if tuple(got.shape) != (2, 5, 24):
+def _raw_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Scaled scores before any mask: [batch, n_heads, query_pos, key_pos]."""
+    return torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+
+
+def _causal(n_q: int, n_k: int) -> Tensor:
+    """True where query i may see key j (j <= i)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool).tril()
+
+
+_SCORE_AXES = ("batch", "head", "query", "key")
+
+
+def check_attn_scores(attn_scores: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
+    """Check ``attn_scores(q, k) -> scores[batch, n_heads, query_pos, key_pos]``.
+
+    ``q`` and ``k`` are the reference's ``hook_q`` and ``hook_k`` (``[batch, pos, n_heads,
+    d_head]``); the result is compared with ``hook_attn_scores`` to within 1e-4 (absolute and
+    relative) on the entries a query may see (key <= query). The reference has already masked
+    the others (with ``torch.finfo(float32).min``, the next step), so they are not compared.
+    """
+    q, k = _hook(cache, layer, "hook_q"), _hook(cache, layer, "hook_k")
+    expected = _hook(cache, layer, "hook_attn_scores")
+    batch, pos, n_heads, d_head = q.shape
+    got = _as_tensor(attn_scores(q.clone(), k.clone()), "attn_scores")
+    if tuple(got.shape) != tuple(expected.shape):
+        if tuple(got.shape) == (batch, pos, pos):
+            cause = "the heads were summed over: keep n_heads in the einsum's output"
+        elif tuple(got.shape) == (batch, pos, pos, n_heads):
+            cause = "the axes are in the wrong order: n_heads goes second"
+        else:
+            cause = "every head gets its own [query_pos, key_pos] table"
         raise AssertionError(
-            f"expected shape (batch, pos, d_model) = (2, 5, 24), got {tuple(got.shape)}"
+            f"expected shape (batch, n_heads, query_pos, key_pos) = {tuple(expected.shape)}, "
+            f"got {tuple(got.shape)}. Likely cause: {cause}."
         )
-    torch.testing.assert_close(
-        got.detach(),
-        expected,
-        atol=1e-4,
-        rtol=0,
-        msg="the output differs from minigpt's Attention: check the biases, the mask, and W_O",
+    seen = _causal(pos, pos)
+    raw = _raw_scores(q, k)
+    if _close(got, raw, seen):
+        print(
+            f"Correct: q.k / sqrt(d_head) matches blocks.{layer}.attn.hook_attn_scores "
+            "within 1e-4 on every key a query may see."
+        )
+        return
+    if _close(got, raw * math.sqrt(d_head), seen):
+        cause = f"the scores are not scaled: divide q.k by sqrt(d_head) = {math.sqrt(d_head):g}"
+    elif _close(got, raw / math.sqrt(d_head), seen):
+        cause = (
+            f"the scores are divided by d_head = {d_head}; divide by sqrt(d_head) = "
+            f"{math.sqrt(d_head):g} instead"
+        )
+    elif _close(got, raw.transpose(-1, -2), seen):
+        cause = (
+            "queries and keys are swapped: scores[..., i, j] is query i dotted with key j "
+            "(put the query axis before the key axis in the einsum's output)"
+        )
+    elif _close(got, raw.sum(1, keepdim=True).expand_as(raw), seen):
+        cause = "every head got the sum over heads: keep n_heads apart in the einsum"
+    else:
+        cause = "check which axes the einsum sums over (d_head only) and the scale"
+    raise AssertionError(
+        f"your scores differ from blocks.{layer}.attn.hook_attn_scores: "
+        f"{_worst(got, expected, seen, _SCORE_AXES)}. Likely cause: {cause}."
     )
-    print("Correct: your attention layer matches minigpt.attention.Attention.")
+
+
+def check_causal_mask(causal_mask: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
+    """Check ``causal_mask(scores) -> masked_scores``, both ``[batch, n_heads, query_pos,
+    key_pos]``: every score of a key after its query replaced by a huge negative number.
+
+    The input is the layer's unmasked scores (``hook_q . hook_k / sqrt(d_head)``). The result
+    must equal ``hook_attn_scores`` to within 1e-4 where key <= query, and be at most -1e4
+    (``-inf`` or ``torch.finfo(dtype).min`` are the usual choices; TransformerLens stores the
+    latter) where key > query.
+    """
+    q, k = _hook(cache, layer, "hook_q"), _hook(cache, layer, "hook_k")
+    expected = _hook(cache, layer, "hook_attn_scores")
+    raw = _raw_scores(q, k)
+    pos = raw.shape[-1]
+    got = _as_tensor(causal_mask(raw.clone()), "causal_mask")
+    if got.shape != raw.shape:
+        raise AssertionError(
+            f"expected the shape of the scores, {tuple(raw.shape)}, got {tuple(got.shape)}: "
+            "masking changes values, not shapes"
+        )
+    if torch.isnan(got).any():
+        raise AssertionError(
+            "the masked scores contain NaN. Likely cause: multiplying by an -inf mask "
+            "(0 * -inf is NaN): use scores.masked_fill(future, -inf) instead"
+        )
+    seen = _causal(pos, pos)
+    future = ~seen
+    diagonal = torch.eye(pos, dtype=torch.bool)
+    masked = got <= MASKED
+    kept = _close(got, raw, seen & ~diagonal) and _close(got, raw, diagonal)
+    if masked[..., future].all() and not masked[..., seen].any() and _close(got, raw, seen):
+        value = got[..., future].max().item()
+        print(
+            f"Correct: keys after the query are masked (with {value:.4g}; the hook stores "
+            f"{expected[..., future].max().item():.4g}), and the other scores match "
+            f"blocks.{layer}.attn.hook_attn_scores within 1e-4."
+        )
+        return
+    if _close(got, raw):
+        cause = (
+            "nothing was masked: a query still sees the keys after it; fill the entries "
+            "with key > query (torch.ones(n, n).triu(1), as bool) with -inf"
+        )
+    elif (
+        masked[..., diagonal].all()
+        and masked[..., future].all()
+        and _close(got, raw, seen & ~diagonal)
+    ):
+        cause = (
+            "the diagonal is masked too (triu(0), or tril(-1) as the allowed set): a query "
+            "may attend to its own position; mask only key > query, triu(diagonal=1)"
+        )
+    elif masked[..., seen].all() and not masked[..., future & ~diagonal].any():
+        cause = (
+            "the mask is inverted: the past is hidden and the future kept; the allowed "
+            "entries are the lower triangle (tril), the masked ones the strict upper (triu(1))"
+        )
+    elif _close(got[..., future], torch.zeros_like(got[..., future])) and _close(got, raw, seen):
+        cause = (
+            "the future scores were set to 0, which the softmax still gives weight "
+            "exp(0) / sum: fill them with -inf or torch.finfo(scores.dtype).min instead"
+        )
+    elif not masked[..., future].all() and kept:
+        worst = got.masked_fill(~future, -math.inf).max().item()
+        cause = (
+            f"a masked score is only {worst:.3g}: use -inf or torch.finfo(dtype).min, so "
+            "that its weight after the softmax is exactly 0"
+        )
+    else:
+        cause = "mask exactly the entries with key > query, and leave the others unchanged"
+    which = (masked != future).nonzero()
+    example = ""
+    if len(which):
+        _, head, i, j = (int(t) for t in which[0])
+        state = "masked" if masked[0, head, i, j] else "not masked"
+        example = f" For example head {head}, query {i}, key {j} is {state}."
+    raise AssertionError(
+        f"your masked scores differ from blocks.{layer}.attn.hook_attn_scores.{example} "
+        f"Likely cause: {cause}."
+    )
+
+
+def check_softmax(softmax: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
+    """Check ``softmax(masked_scores) -> pattern``, both ``[batch, n_heads, query_pos,
+    key_pos]``, on the reference's ``hook_attn_scores``; compared with ``hook_pattern`` to
+    within 1e-5 (absolute)."""
+    scores = _hook(cache, layer, "hook_attn_scores")
+    expected = _hook(cache, layer, "hook_pattern")
+    got = _as_tensor(softmax(scores.clone()), "softmax")
+    if got.shape != expected.shape:
+        raise AssertionError(
+            f"expected shape (batch, n_heads, query_pos, key_pos) = {tuple(expected.shape)}, "
+            f"got {tuple(got.shape)}: a softmax keeps the shape of its input"
+        )
+    everywhere = torch.ones(expected.shape[-1], dtype=torch.bool)
+    if _close(got, expected, tol=1e-5):
+        print(
+            f"Correct: the pattern matches blocks.{layer}.attn.hook_pattern within 1e-5; "
+            "each query's weights are >= 0 and sum to 1."
+        )
+        return
+    if torch.isnan(got).any():
+        cause = "NaN in the pattern: a row with no finite score, or exp() overflowing"
+    elif _close(got, scores.softmax(-2), tol=1e-5):
+        cause = (
+            "the softmax runs over the query axis (dim=-2), so each key's column sums to 1; "
+            "normalise each query's row: softmax(dim=-1)"
+        )
+    elif _close(got, scores.softmax(1), tol=1e-5):
+        cause = "the softmax runs over the heads (dim=1); use the key axis, dim=-1"
+    elif _close(got, scores.exp(), tol=1e-5):
+        cause = "exp() without dividing by the row's sum: each row must sum to 1"
+    elif not torch.allclose(got.sum(-1), torch.ones(()), atol=1e-4):
+        cause = "the rows do not sum to 1: softmax over the last axis (keys)"
+    else:
+        cause = "apply torch.softmax(scores, dim=-1) to the masked scores as they are"
+    raise AssertionError(
+        f"your pattern differs from blocks.{layer}.attn.hook_pattern: "
+        f"{_worst(got, expected, everywhere, _SCORE_AXES)}. Likely cause: {cause}."
+    )
+
+
+def check_weighted_values(
+    weighted_values: Callable, cache: Mapping[str, Tensor], layer: int = 0
+) -> None:
+    """Check ``weighted_values(pattern, v) -> z[batch, query_pos, n_heads, d_head]`` for
+    ``pattern[batch, n_heads, query_pos, key_pos]`` (``hook_pattern``) and ``v[batch, key_pos,
+    n_heads, d_head]`` (``hook_v``); compared with ``hook_z`` to within 1e-4 (absolute and
+    relative)."""
+    pattern, v = _hook(cache, layer, "hook_pattern"), _hook(cache, layer, "hook_v")
+    expected = _hook(cache, layer, "hook_z")
+    batch, pos, n_heads, d_head = v.shape
+    got = _as_tensor(weighted_values(pattern.clone(), v.clone()), "weighted_values")
+    if got.shape != expected.shape:
+        if tuple(got.shape) == (batch, n_heads, pos, d_head):
+            cause = (
+                "the axes come out as [batch, n_heads, pos, d_head]; hook_z is [batch, pos, "
+                "n_heads, d_head]: write the einsum's output in that order"
+            )
+        elif tuple(got.shape) == (batch, pos, d_head):
+            cause = "the heads were summed over: keep n_heads in the einsum's output"
+        else:
+            cause = "sum over the key axis only"
+        raise AssertionError(
+            f"expected shape (batch, pos, n_heads, d_head) = {tuple(expected.shape)}, "
+            f"got {tuple(got.shape)}. Likely cause: {cause}."
+        )
+    everywhere = torch.ones(d_head, dtype=torch.bool)
+    if _close(got, expected):
+        print(f"Correct: z matches blocks.{layer}.attn.hook_z within 1e-4.")
+        return
+    transposed = torch.einsum("bhkq,bkhd->bqhd", pattern, v)
+    if _close(got, transposed):
+        cause = (
+            "the pattern is transposed: z at query i is the sum over keys j of "
+            "pattern[..., i, j] * v[j]"
+        )
+    elif _close(got, v):
+        cause = "z is v itself: weight the values by the pattern"
+    elif _close(got, v.sum(1, keepdim=True).expand_as(v)):
+        cause = "the values are summed without the pattern's weights"
+    else:
+        cause = "z[b, i, h] = sum over j of pattern[b, h, i, j] * v[b, j, h]"
+    raise AssertionError(
+        f"your z differs from blocks.{layer}.attn.hook_z: "
+        f"{_worst(got, expected, everywhere, ('batch', 'pos', 'head', 'd_head'))}. "
+        f"Likely cause: {cause}."
+    )
+
+
+def head_pattern(W_Q: Tensor, W_K: Tensor, n: int | None = None) -> Tensor:
+    """The pattern ``[query_pos, key_pos]`` of one head whose residual stream at position i is
+    the one-hot vector of i: queries ``eye(n) @ W_Q``, keys ``eye(n) @ W_K`` (no scaling), a
+    causal mask, a softmax. ``W_Q`` and ``W_K`` are ``[n, d_head]``."""
+    n = W_Q.shape[0] if n is None else n
+    positions = torch.eye(n)  # row i: the one-hot vector of position i
+    scores = (positions @ W_Q.float()) @ (positions @ W_K.float()).T
+    return scores.masked_fill(~_causal(n, n), -math.inf).softmax(-1)
+
+
+def check_previous_token_head(
+    W_Q: Tensor, W_K: Tensor, offset: int = 1, min_weight: float = 0.9
+) -> None:
+    """Check that one-hot positions through ``W_Q`` and ``W_K`` (``[n, d_head]``, see
+    :func:`head_pattern`) give a head in which every query i >= offset puts at least
+    ``min_weight`` of its weight on key ``i - offset``."""
+    W_Q, W_K = _as_tensor(W_Q, "W_Q"), _as_tensor(W_K, "W_K")
+    if W_Q.ndim != 2 or W_Q.shape != W_K.shape:
+        raise AssertionError(
+            f"W_Q and W_K should both be [n_positions, d_head], got {tuple(W_Q.shape)} and "
+            f"{tuple(W_K.shape)}"
+        )
+    n = W_Q.shape[0]
+    pattern = head_pattern(W_Q, W_K)
+    rows = torch.arange(offset, n)
+    target = pattern[rows, rows - offset]
+    if (target >= min_weight).all():
+        print(
+            f"Correct: every query i >= {offset} puts at least {target.min().item():.4f} of "
+            f"its weight on key i - {offset}."
+        )
+        return
+    best_unmasked = (W_Q @ W_K.T).argmax(-1)  # the key each query would pick, unmasked
+    later = rows[(target < min_weight) & (best_unmasked[rows] > rows)]
+    i = int(later[0]) if len(later) else int(rows[target.argmin()])
+    favourite = int(pattern[i].argmax())
+    if len(later):
+        best = int(best_unmasked[i])
+        cause = (
+            f"the query at {i} matches the key at {best}, a later position that the "
+            "causal mask hides: shift the other way"
+        )
+    elif favourite == i:
+        cause = "the query at i matches the key at i: shift W_Q (or W_K) by one position"
+    elif (pattern[rows, rows - offset] > pattern[rows].max(-1).values - 1e-6).all():
+        cause = (
+            "the right key wins, but not by enough: scale W_Q up (the softmax sharpens as "
+            "the gap between scores grows)"
+        )
+    else:
+        cause = f"the query at i should match the key at i - {offset} alone"
+    raise AssertionError(
+        f"query {i} puts {pattern[i, i - offset].item():.3f} of its weight on key {i - offset} "
+        f"(at least {min_weight} wanted) and most on key {favourite}. Likely cause: {cause}."
+    )
