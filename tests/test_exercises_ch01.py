@@ -1,7 +1,8 @@
-"""The chapter-01 exercise checks accept right answers and reject wrong ones."""
+"""The chapter-01 exercise checks accept right answers and name the typical wrong ones."""
 
 import pytest
 
+from minigpt.exercises import ch01
 from minigpt.exercises.ch01 import check_encode_word, check_merge, check_pair_counts
 
 
@@ -17,15 +18,62 @@ def right_merge(ids, pair, new_id):
     return out
 
 
-def test_merge_check(capsys):
+def right_encode(ids, ranks):
+    while len(ids) > 1:
+        pairs = [p for p in zip(ids, ids[1:]) if p in ranks]
+        if not pairs:
+            return ids
+        best = min(pairs, key=ranks.get)
+        ids = right_merge(ids, best, ranks[best])
+    return ids
+
+
+def test_merge_check_accepts_a_right_answer(capsys):
     check_merge(right_merge)
     assert "Correct" in capsys.readouterr().out
 
-    def overlapping(ids, pair, new_id):  # merges at every position where the pair starts
+
+def test_merge_check_names_the_case():
+    def overlapping(ids, pair, new_id):  # new_id wherever the pair starts, nothing dropped
         return [new_id if tuple(ids[i : i + 2]) == pair else t for i, t in enumerate(ids)]
 
     with pytest.raises(AssertionError, match=r"merge\(\[1, 2, 3, 1, 2\].*expected \[4, 3, 4\]"):
         check_merge(overlapping)
+
+
+def test_merge_check_without_return():
+    with pytest.raises(AssertionError, match="missing `return`"):
+        check_merge(lambda ids, pair, new_id: None)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (ch01._merge_keeps_second, "kept the pair's second id"),
+        (ch01._merge_overlapping, "overlapping occurrences"),
+        (ch01._merge_drops_last, "last id is missing"),
+        (ch01._merge_right_to_left, "right to left"),
+        (ch01._merge_first_only, "only the first occurrence"),
+    ],
+)
+def test_merge_check_diagnoses_typical_mistakes(wrong, diagnosis):
+    with pytest.raises(AssertionError, match=f"Likely cause: .*{diagnosis}"):
+        check_merge(wrong)
+
+
+def test_merge_check_diagnoses_a_for_loop_that_cannot_skip():
+    def for_loop(ids, pair, new_id):  # `i += 2` inside a for loop does not skip anything
+        out = []
+        for i in range(len(ids)):
+            if tuple(ids[i : i + 2]) == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+        return out
+
+    with pytest.raises(AssertionError, match="kept the pair's second id"):
+        check_merge(for_loop)
 
 
 def test_pair_counts_check(capsys):
@@ -48,25 +96,32 @@ def test_pair_counts_check(capsys):
         check_pair_counts(non_overlapping)
 
 
-def test_encode_word_check(capsys):
-    def right(ids, ranks):
-        while len(ids) > 1:
-            pairs = [p for p in zip(ids, ids[1:]) if p in ranks]
-            if not pairs:
-                return ids
-            best = min(pairs, key=ranks.get)
-            ids = right_merge(ids, best, ranks[best])
-        return ids
-
-    check_encode_word(right)
+def test_encode_word_check_accepts_a_right_answer(capsys):
+    check_encode_word(right_encode)
     assert "Correct" in capsys.readouterr().out
 
-    def first_pair_first(ids, ranks):  # merges left to right instead of by rank
-        while True:
-            pairs = [p for p in zip(ids, ids[1:]) if p in ranks]
-            if not pairs:
-                return ids
-            ids = right_merge(ids, pairs[0], ranks[pairs[0]])
 
-    with pytest.raises(AssertionError, match="lowest rank"):
-        check_encode_word(first_pair_first)
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (ch01._encode_first_seen, "merged the leftmost pair"),
+        (ch01._encode_latest_first, "highest rank first"),
+        (ch01._encode_one_pass, "look again after each merge"),
+        (ch01._encode_with_overlapping_merge, "merges overlapping occurrences"),
+    ],
+)
+def test_encode_word_check_diagnoses_typical_mistakes(wrong, diagnosis):
+    with pytest.raises(AssertionError, match=f"Likely cause: .*{diagnosis}.*lowest rank"):
+        check_encode_word(wrong)
+
+
+def test_encode_word_check_diagnoses_a_single_merge():
+    def one_merge(ids, ranks):  # stops after the first merge
+        pairs = [p for p in zip(ids, ids[1:]) if p in ranks]
+        if not pairs:
+            return ids
+        best = min(pairs, key=ranks.get)
+        return right_merge(ids, best, ranks[best])
+
+    with pytest.raises(AssertionError, match=r"for ' hello'.*expected \[23748\]"):
+        check_encode_word(one_merge)

@@ -1,8 +1,9 @@
 """Checks for the exercises of chapter 01 (tokenization).
 
-Each check runs the reader's function on hand-picked and random cases, compares it with
-the package's own version (:mod:`minigpt.bpe`, :mod:`minigpt.tokenizer`), prints a verdict
-when all agree and raises ``AssertionError`` naming the first case that does not.
+Each check runs the reader's function on hand-picked and random cases and compares it
+with the package's own version (:mod:`minigpt.bpe`). When all agree it prints a verdict;
+otherwise it raises ``AssertionError`` naming the first case that differs, and, where the
+answer is what a known mistake gives, the likely cause.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Callable
 
 from minigpt.bpe import bpe_word, merge, pair_counts
 
+A = ord("a")  # 97: the byte of "a", as in the chapter's toy string
 HAND_CASES = [
     ([1, 2, 3, 1, 2], (1, 2), 4),  # the docstring example
-    ([5, 5, 5], (5, 5), 9),  # overlapping: left to right, so [9, 5]
-    ([5, 5, 5, 5], (5, 5), 9),
+    ([A, A, A], (A, A), 256),  # "aaa": left to right, so [256, 97]
+    ([A, A, A, A], (A, A), 256),  # "aaaa": [256, 256]
+    ([5, 5, 5, 5, 5], (5, 5), 9),
+    ([1, 2, 3], (1, 2), 4),  # the last id is not part of a merge
     ([1, 2], (2, 1), 7),  # the pair in the wrong order is not the pair
     ([], (1, 2), 3),
     ([1], (1, 2), 3),
@@ -27,6 +31,92 @@ def _random_lists(seed: int, n: int = 200) -> list[list[int]]:
     return [[rng.randrange(4) for _ in range(rng.randrange(12))] for _ in range(n)]
 
 
+# -- known mistakes in a merge step: each is what a reader's loop gives when it goes wrong
+
+
+def _merge_keeps_second(ids, pair, new_id):  # advances by one after a merge
+    out, i = [], 0
+    while i < len(ids):
+        out.append(new_id if tuple(ids[i : i + 2]) == pair else ids[i])
+        i += 1
+    return out
+
+
+def _merge_overlapping(ids, pair, new_id):  # every occurrence, overlapping ones too
+    out = []
+    for i in range(len(ids)):
+        if tuple(ids[i : i + 2]) == pair:
+            out.append(new_id)
+        elif i == 0 or tuple(ids[i - 1 : i + 1]) != pair:
+            out.append(ids[i])
+    return out
+
+
+def _merge_drops_last(ids, pair, new_id):  # loops over pairs, forgets the last id
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _merge_right_to_left(ids, pair, new_id):
+    reversed_pair = (pair[1], pair[0])
+    return merge(ids[::-1], reversed_pair, new_id)[::-1]
+
+
+def _merge_first_only(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == pair:
+            return [*ids[:i], new_id, *ids[i + 2 :]]
+    return list(ids)
+
+
+MERGE_MISTAKES = [
+    (
+        _merge_keeps_second,
+        "after a merge you kept the pair's second id: a merge replaces two ids by one, "
+        "so step past both (i += 2; note that `i += 2` inside `for i in range(...)` "
+        "does nothing, the loop resets i)",
+    ),
+    (
+        _merge_overlapping,
+        "you merged overlapping occurrences: in 'aaa' only the first 'aa' can merge, "
+        "because its second 'a' is used up; the answer is [new, a], not [new, new]",
+    ),
+    (
+        _merge_drops_last,
+        "the last id is missing: a loop over pairs stops one short of the end, so "
+        "append the final id when it was not part of a merge",
+    ),
+    (
+        _merge_right_to_left,
+        "you scanned right to left: 'aaa' must give [new, a] (left to right), not [a, new]",
+    ),
+    (
+        _merge_first_only,
+        "you replaced only the first occurrence: replace every one, left to right",
+    ),
+]
+
+
+def _diagnose(got, case, mistakes, call, others=()) -> str:
+    """The hint of the known mistake that gives ``got`` on ``case``, else ''.
+
+    When several do, the one that also agrees with the reader on ``others`` (pairs of a
+    case and the reader's answer to it) wins.
+    """
+    fits = [(wrong, hint) for wrong, hint in mistakes if list(call(wrong, case)) == list(got)]
+    for wrong, hint in fits:
+        if all(list(call(wrong, c)) == list(answer) for c, answer in others):
+            return f" Likely cause: {hint}."
+    return f" Likely cause: {fits[0][1]}." if fits else ""
+
+
 def check_merge(fn: Callable, seed: int = 0) -> None:
     """Check ``fn(ids, pair, new_id) -> list`` against :func:`minigpt.bpe.merge`."""
     rng = random.Random(seed)
@@ -36,12 +126,15 @@ def check_merge(fn: Callable, seed: int = 0) -> None:
     for ids, pair, new_id in cases:
         expected = merge(ids, pair, new_id)
         got = fn(list(ids), pair, new_id)
-        if list(got) != expected:
-            hint = (
-                " Occurrences must not overlap: scan left to right and skip past a merge."
-                if (pair[0] == pair[1])
-                else ""
+        if got is None or list(got) != expected:
+            hint = _diagnose(
+                [] if got is None else got,
+                (ids, pair, new_id),
+                MERGE_MISTAKES,
+                lambda wrong, c: wrong(list(c[0]), c[1], c[2]),
             )
+            if got is None:
+                hint = " Likely cause: the function returns nothing (a missing `return`)."
             raise AssertionError(
                 f"merge({ids}, {pair}, {new_id}) returned {got}, expected {expected}.{hint}"
             )
@@ -62,6 +155,66 @@ def check_pair_counts(fn: Callable, seed: int = 0) -> None:
     print(f"Correct: pair_counts agrees with minigpt.bpe.pair_counts on {len(cases)} cases.")
 
 
+# -- known mistakes in encoding a word with learned merges
+
+
+def _ranked(ids, ranks):
+    return [p for p in zip(ids, ids[1:]) if p in ranks]
+
+
+def _encode_first_seen(ids, ranks):  # the leftmost pair that has a merge, not the lowest rank
+    while pairs := _ranked(ids, ranks):
+        ids = merge(ids, pairs[0], ranks[pairs[0]])
+    return ids
+
+
+def _encode_latest_first(ids, ranks):  # the highest rank (latest learned) first
+    while pairs := _ranked(ids, ranks):
+        best = max(pairs, key=ranks.get)
+        ids = merge(ids, best, ranks[best])
+    return ids
+
+
+def _encode_one_pass(ids, ranks):  # merges the pairs the word starts with, never rescans
+    for pair in sorted(set(_ranked(ids, ranks)), key=ranks.get):
+        ids = merge(ids, pair, ranks[pair])
+    return ids
+
+
+def _encode_with_overlapping_merge(ids, ranks):
+    while pairs := _ranked(ids, ranks):
+        best = min(pairs, key=ranks.get)
+        ids = _merge_overlapping(ids, best, ranks[best])
+    return ids
+
+
+ENCODE_MISTAKES = [
+    (
+        _encode_first_seen,
+        "you merged the leftmost pair that has a merge; merge the pair of LOWEST rank "
+        "(learned earliest) wherever it is in the word: training applied the merges in "
+        "that order, so a later merge only ever saw text the earlier ones had shaped",
+    ),
+    (
+        _encode_latest_first,
+        "you merged the highest rank first; the lowest rank is the earliest merge and goes first",
+    ),
+    (
+        _encode_one_pass,
+        "you applied only the merges of the pairs the word started with; every merge makes "
+        "new pairs (the new token with its neighbours), so look again after each merge "
+        "and repeat until no adjacent pair has a rank",
+    ),
+    (
+        _encode_with_overlapping_merge,
+        "your merge step merges overlapping occurrences ('aaaa' shows it); use a merge "
+        "that passes check_merge",
+    ),
+]
+
+WORDS = (" hello", " tokenization", "aaaa", " Shakespeare", " 1234", " naïve", "!!!", " aaaaaaa")
+
+
 def check_encode_word(fn: Callable, words: tuple[str, ...] | None = None) -> None:
     """Check ``fn(ids, ranks) -> list`` against :func:`minigpt.bpe.bpe_word` with GPT-2's merges.
 
@@ -73,15 +226,34 @@ def check_encode_word(fn: Callable, words: tuple[str, ...] | None = None) -> Non
     tok = gpt2_tokenizer()
     ranks = {pair: 256 + i for i, pair in enumerate(tok.merges)}
     byte_to_id = {b: i for i, b in enumerate(tok.byte_order)}
-    words = words or (" hello", " tokenization", "aaaa", " Shakespeare", " 1234", " naïve", "!!!")
+    words = words or WORDS
+    answers = []  # (ids, the reader's answer) so far, to tell mistakes apart
     for word in words:
         ids = [byte_to_id[b] for b in word.encode("utf-8")]
         expected = bpe_word(ids, ranks)
         got = fn(list(ids), ranks)
-        if list(got) != expected:
+        if got is not None and list(got) != expected:
+            for other in words:  # the reader's answers on every word, for the diagnosis
+                other_ids = [byte_to_id[b] for b in other.encode("utf-8")]
+                answers.append((other_ids, fn(list(other_ids), ranks)))
+        if got is None or list(got) != expected:
+            hint = _diagnose(
+                [] if got is None else got,
+                ids,
+                ENCODE_MISTAKES,
+                lambda wrong, c: wrong(list(c), ranks),
+                answers,
+            )
+            if got is None:
+                hint = " Likely cause: the function returns nothing (a missing `return`)."
+            try:
+                shown = [tok.decode([i]) for i in got]
+            except (TypeError, ValueError, KeyError, IndexError):
+                shown = "not GPT-2 token ids"
             raise AssertionError(
-                f"for {word!r} (byte ids {ids}) you returned {list(got)}, expected {expected} "
-                f"(pieces {[tok.decode([i]) for i in expected]}). Merge the pair of lowest rank "
-                "first, and repeat until no pair of the word has a rank."
+                f"for {word!r} (byte ids {ids}) you returned {got} (pieces {shown}), "
+                f"expected {expected} (pieces {[tok.decode([i]) for i in expected]}).{hint}"
+                " The rule: merge the pair of lowest rank first, and repeat until no "
+                "adjacent pair of the word has a rank."
             )
     print(f"Correct: your BPE reproduces GPT-2's tokens for {len(words)} words.")
