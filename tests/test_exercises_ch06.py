@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,20 +25,36 @@ def test_accepts_right_answers(capsys):
     assert capsys.readouterr().out.count("Correct") == 2
 
 
-def test_rejects_wrong_losses():
-    def flat(logits, tokens):
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+def test_compares_with_hugging_face_loss(capsys, tiny):
+    _, hf = tiny
+    check_next_token_loss(next_token_loss, ref=SimpleNamespace(hf_model=hf))
+    assert "Hugging Face's GPT-2 loss" in capsys.readouterr().out
 
-    with pytest.raises(AssertionError, match="predict the token it is looking at"):
-        check_next_token_loss(flat)
-    with pytest.raises(AssertionError, match="wrong way"):
-        check_next_token_loss(lambda lg, t: next_token_loss(lg.flip(1), t.flip(1)))
-    with pytest.raises(AssertionError, match="mean of -log"):
-        check_next_token_loss(
-            lambda lg, t: -torch.softmax(lg[:, :-1], -1).gather(-1, t[:, 1:, None]).mean()
-        )
-    with pytest.raises(AssertionError, match="scalar"):
-        check_next_token_loss(lambda lg, t: lg.sum(-1))
+
+def flat(logits, tokens):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+
+
+WRONG_LOSSES = {
+    "no shift": flat,
+    "wrong way": lambda lg, t: next_token_loss(lg.flip(1), t.flip(1)),
+    "you sum": lambda lg, t: F.cross_entropy(
+        lg[:, :-1].flatten(0, 1), t[:, 1:].flatten(), reduction="sum"
+    ),
+    "softmax applied before": lambda lg, t: next_token_loss(lg.softmax(-1), t),
+    "average the probabilities": (
+        lambda lg, t: -torch.softmax(lg[:, :-1], -1).gather(-1, t[:, 1:, None]).mean()
+    ),
+    "log_softmax": lambda lg, t: -lg[:, :-1].gather(-1, t[:, 1:, None]).mean(),
+    "scalar": lambda lg, t: lg.sum(-1),
+    "expected": lambda lg, t: next_token_loss(lg, t) + 0.1,
+}
+
+
+@pytest.mark.parametrize("diagnosis", WRONG_LOSSES)
+def test_rejects_wrong_losses(diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_next_token_loss(WRONG_LOSSES[diagnosis])
 
 
 def test_rejects_wrong_schedules():
@@ -46,7 +63,14 @@ def test_rejects_wrong_schedules():
             return lr * (step + 1) / warmup_steps
         return lr - (lr - min_lr) * (step - warmup_steps) / (max_steps - warmup_steps)
 
+    def warmup_from_zero(step, max_steps, warmup_steps, lr, min_lr):
+        if step < warmup_steps:
+            return lr * step / warmup_steps
+        return schedule(step, max_steps, warmup_steps, lr, min_lr)
+
     with pytest.raises(AssertionError, match="straight line"):
         check_lr_schedule(linear_decay)
+    with pytest.raises(AssertionError, match="warmup off by one"):
+        check_lr_schedule(warmup_from_zero)
     with pytest.raises(AssertionError, match="at step 0 \\(during warmup\\)"):
         check_lr_schedule(lambda s, m, w, lr, mn: schedule(s, m, w, lr, mn) if s >= w else lr)

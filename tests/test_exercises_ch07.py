@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from minigpt.exercises.ch07 import check_greedy_with_cache, check_min_p, check_top_p
+from minigpt.exercises.ch07 import (
+    check_beam_step,
+    check_greedy_with_cache,
+    check_min_p,
+    check_nucleus_probs,
+    check_top_p,
+)
 
 
 def top_p_right(logits, p):
@@ -75,3 +81,84 @@ def test_greedy_with_cache_check(capsys):
         check_greedy_with_cache(greedy_uncached)  # right tokens, but no cache
     with pytest.raises(AssertionError, match="differ"):
         check_greedy_with_cache(lambda m, t, n: greedy_cached(m, t, n).flip(0))
+
+
+def nucleus_probs(logits, temperature, p):
+    logits = logits / temperature
+    return top_p_right(logits, p).softmax(-1)
+
+
+WRONG_NUCLEI = {
+    "filtering before temperature": lambda lg, t, p: (top_p_right(lg, p) / t).softmax(-1),
+    "not renormalised": lambda lg, t, p: (lg / t).softmax(-1) * (top_p_right(lg / t, p) > -1e30),
+    "cross p belongs to the nucleus": lambda lg, t, p: top_p_off_by_one(lg / t, p).softmax(-1),
+    "one token past": lambda lg, t, p: keep_one_more(lg / t, p).softmax(-1),
+    "multiplies": lambda lg, t, p: top_p_right(lg * t, p).softmax(-1),
+    "not the filtered logits": lambda lg, t, p: top_p_right(lg / t, p),
+    "shape": lambda lg, t, p: lg[0],
+}
+
+
+def keep_one_more(logits, p):  # drops a token only once the mass above the previous one reaches p
+    probs, order = logits.softmax(-1).sort(dim=-1, descending=True)
+    before = probs.cumsum(-1) - probs
+    drop = torch.zeros_like(before, dtype=torch.bool)
+    drop[..., 1:] = before[..., :-1] >= p
+    return logits.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+
+
+def test_nucleus_probs_check(capsys):
+    check_nucleus_probs(nucleus_probs)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("diagnosis", WRONG_NUCLEI)
+def test_nucleus_probs_check_rejects(diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_nucleus_probs(WRONG_NUCLEI[diagnosis])
+
+
+def beam_step(log_probs, beam_scores):
+    batch, num_beams, d_vocab = log_probs.shape
+    total = log_probs + beam_scores[..., None]
+    score, index = total.reshape(batch, -1).topk(2 * num_beams, dim=-1)
+    return score, index // d_vocab, index % d_vocab
+
+
+def per_beam(log_probs, beam_scores):  # the best two tokens of each beam
+    batch, num_beams, d_vocab = log_probs.shape
+    score, token = (log_probs + beam_scores[..., None]).topk(2, dim=-1)
+    parent = torch.arange(num_beams)[None, :, None].expand(batch, -1, 2)
+    score, order = score.reshape(batch, -1).sort(dim=-1, descending=True)
+    return (
+        score,
+        parent.reshape(batch, -1).gather(1, order),
+        token.reshape(batch, -1).gather(1, order),
+    )
+
+
+def swapped_index(log_probs, beam_scores):  # right scores, index decoded as [vocab, beams]
+    score, parent, token = beam_step(log_probs, beam_scores)
+    index = parent * log_probs.shape[-1] + token
+    return score, index % log_probs.shape[1], index // log_probs.shape[1]
+
+
+WRONG_BEAM_STEPS = {
+    "add each beam's running score": lambda lp, s: beam_step(lp, torch.zeros_like(s)),
+    "per beam": per_beam,
+    "parent = i // d_vocab": lambda lp, s: swapped_index(lp, s),
+    "best first": lambda lp, s: tuple(x.flip(-1) for x in beam_step(lp, s)),
+    "tuple": lambda lp, s: beam_step(lp, s)[0],
+    "shape": lambda lp, s: tuple(x[:, :2] for x in beam_step(lp, s)),
+}
+
+
+def test_beam_step_check(capsys):
+    check_beam_step(beam_step)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("diagnosis", WRONG_BEAM_STEPS)
+def test_beam_step_check_rejects(diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_beam_step(WRONG_BEAM_STEPS[diagnosis])

@@ -7,12 +7,13 @@ when they do not.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from minigpt.sample import generate, min_p_filter, top_p_filter
+from minigpt.sample import Sampler, generate, min_p_filter, top_p_filter
 
 
 def _cases(seed: int = 0) -> list[Tensor]:
@@ -57,6 +58,187 @@ def check_top_p(fn: Callable[[Tensor, float], Tensor]) -> None:
 def check_min_p(fn: Callable[[Tensor, float], Tensor]) -> None:
     """``fn(logits [batch, d_vocab], min_p) -> logits`` with unlikely tokens at -inf."""
     _check_filter(fn, min_p_filter, "min_p", [0.01, 0.12, 0.35, 0.9])  # none on a boundary
+
+
+def _nucleus_cases(seed: int = 0) -> list[tuple[Tensor, float, float]]:
+    gen = torch.Generator().manual_seed(seed)
+    wide = torch.randn(4, 50, generator=gen) * 2  # a batch of rows, each filtered on its own
+    return [
+        (torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log(), 1.0, 0.7),  # the chapter's example
+        (wide, 0.5, 0.6),  # sharper: the nucleus shrinks
+        (wide, 2.0, 0.6),  # flatter: it grows
+        (wide, 1.3, 0.93),
+    ]
+
+
+def _nucleus_mistakes(logits: Tensor, t: float, p: float) -> dict[str, Tensor]:
+    """What typical mistakes return, each with the diagnosis that names it."""
+    scaled = logits / t
+    kept = torch.isfinite(top_p_filter(scaled, p))
+    probs, order = scaled.softmax(-1).sort(dim=-1, descending=True)
+    fewer = probs.cumsum(-1) > p + 1e-6  # also drops the token that crosses p
+    fewer[..., 0] = False
+    more = (probs.cumsum(-1) - probs).roll(1, -1) >= p  # keeps one token past it
+    more[..., :2] = False
+    return {
+        "filtering before temperature: divide the logits by the temperature first, then "
+        "choose the nucleus on the tempered distribution (Hugging Face's order)": (
+            (top_p_filter(logits, p) / t).softmax(-1)
+        ),
+        "not renormalised: after zeroing the tokens outside the nucleus, divide by the "
+        "kept mass (or take the softmax of the filtered logits) so the probabilities sum "
+        "to 1": scaled.softmax(-1) * kept,
+        "off by one at the boundary: the token whose probability makes the running sum "
+        "cross p belongs to the nucleus (keep a token when the mass ranked above it is "
+        "still below p)": scaled.masked_fill(fewer.scatter(-1, order, fewer), -math.inf).softmax(
+            -1
+        ),
+        "off by one at the boundary: you keep one token past the one that crosses p (drop "
+        "a token as soon as the mass ranked above it reaches p)": (
+            scaled.masked_fill(more.scatter(-1, order, more), -math.inf).softmax(-1)
+        ),
+        "temperature multiplies the logits: divide them by it (T < 1 sharpens)": (
+            top_p_filter(logits * t, p).softmax(-1)
+        ),
+    }
+
+
+def check_nucleus_probs(fn: Callable[[Tensor, float, float], Tensor]) -> None:
+    """``fn(logits [batch, d_vocab], temperature, p) -> probs [batch, d_vocab]``.
+
+    The distribution the next token is drawn from: the logits divided by ``temperature``,
+    then only the nucleus kept (the fewest most likely tokens whose probabilities reach
+    ``p``; the top token always), renormalised to sum to 1. Compared with
+    ``softmax(Sampler(temperature=t, top_p=p).process(logits))`` from :mod:`minigpt.sample`
+    (tolerance 1e-5).
+    """
+    for logits, t, p in _nucleus_cases():
+        want = Sampler(temperature=t, top_p=p).process(logits, None).softmax(-1)
+        got = fn(logits.clone(), t, p)
+        where = f"temperature={t}, p={p}, logits {tuple(logits.shape)}"
+        if not isinstance(got, Tensor) or got.shape != logits.shape:
+            shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+            raise AssertionError(
+                f"expected probabilities of shape {tuple(logits.shape)}, got {shape}"
+            )
+        got = got.detach().float()
+        if not torch.isfinite(got).all() or (got < 0).any():
+            raise AssertionError(
+                f"({where}) your values include -inf or negatives: return probabilities "
+                "(the softmax of the filtered logits), not the filtered logits"
+            )
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        for cause, wrong in _nucleus_mistakes(logits, t, p).items():
+            if torch.allclose(got, wrong, atol=1e-5):
+                raise AssertionError(f"({where}) likely cause: {cause}")
+        row = int((got - want).abs().amax(-1).argmax())
+        raise AssertionError(
+            f"({where}) row {row}: you keep {int((got[row] > 0).sum())} tokens, minigpt keeps "
+            f"{int((want[row] > 0).sum())}; largest difference "
+            f"{float((got - want).abs().max()):.3g}"
+        )
+    print("Correct: temperature, then the nucleus, renormalised: as minigpt.sample.Sampler.")
+
+
+def _beam_step_cases() -> list[tuple[Tensor, Tensor, str]]:
+    """(log_probs [batch, beams, vocab], beam scores [batch, beams], where) to test on."""
+    gen = torch.Generator().manual_seed(0)
+    log_probs = (torch.randn(2, 3, 20, generator=gen) * 2).log_softmax(-1)
+    scores = torch.tensor([[-0.5, -6.0, -7.0], [-1.0, -1.2, -1.5]])  # row 0: one beam leads
+    cases = [(log_probs, scores, "random log-probs, 2 prompts x 3 beams, 20 tokens")]
+    return cases + _beam_search_steps()
+
+
+def _beam_search_steps(num_beams: int = 3, n_steps: int = 4):
+    """The inputs of every step of minigpt.beam.beam_search on a small random GPT."""
+    from minigpt.beam import DEAD, beam_search
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = GPT(GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=16,
+                              d_vocab=50)).eval()  # fmt: skip
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    trace = []
+    with torch.no_grad():
+        beam_search(model, prompt, num_beams=num_beams, max_new_tokens=n_steps, trace=trace)
+    seqs = [[] for _ in range(num_beams)]
+    scores = torch.full((1, num_beams), DEAD)
+    scores[0, 0] = 0.0  # at the start the beams are copies: only the first may propose
+    cases = []
+    for t, step in enumerate(trace):
+        rows = torch.tensor([[*prompt[0].tolist(), *s] for s in seqs])
+        with torch.no_grad():
+            log_probs = model(rows)[:, -1].log_softmax(-1)[None]
+        cases.append((log_probs, scores, f"step {t} of minigpt's beam_search, {num_beams} beams"))
+        cand = [seqs[int(b)] + [int(tok)] for b, tok in zip(step.parent[0], step.token[0])]
+        seqs = [cand[int(k)] for k in step.kept[0]]
+        scores = step.score[:, step.kept[0]]
+    return cases
+
+
+def _top_candidates(total: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    batch, beams, vocab = total.shape
+    score, index = total.reshape(batch, -1).topk(n, dim=-1)
+    return score, index // vocab, index % vocab
+
+
+def check_beam_step(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]) -> None:
+    """``fn(log_probs [batch, num_beams, d_vocab], beam_scores [batch, num_beams])
+    -> (score, parent, token)``, each ``[batch, 2 * num_beams]``, best first.
+
+    Each candidate is one beam followed by one token; its score is the beam's running
+    log-probability plus the token's log-probability. The best ``2 * num_beams`` are
+    chosen over all beams and tokens together. Checked against the candidates that
+    :func:`minigpt.beam.beam_search` itself ranked, step by step, on a small random GPT.
+    """
+    for log_probs, scores, where in _beam_step_cases():
+        batch, beams, vocab = log_probs.shape
+        n = 2 * beams
+        want = _top_candidates(log_probs + scores[..., None], n)
+        got = fn(log_probs.clone(), scores.clone())
+        if not (isinstance(got, tuple | list) and len(got) == 3):
+            raise AssertionError("return a tuple (score, parent, token)")
+        for name, value in zip(("score", "parent", "token"), got):
+            if not isinstance(value, Tensor) or value.shape != (batch, n):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise AssertionError(f"({where}) {name} must have shape {(batch, n)}, got {shape}")
+        score, parent, token = (g.detach() for g in got)
+        pairs_got = parent.long() * vocab + token.long()
+        pairs_want = want[1] * vocab + want[2]
+        if torch.allclose(score.float(), want[0], atol=1e-4) and torch.equal(pairs_got, pairs_want):
+            continue
+        forgot = _top_candidates(log_probs, n)[0]
+        per_beam = (log_probs + scores[..., None]).topk(n // beams, dim=-1).values
+        per_beam = per_beam.reshape(batch, -1).sort(dim=-1, descending=True).values
+        if torch.allclose(score.float(), forgot, atol=1e-4) and not torch.allclose(forgot, want[0]):
+            cause = (
+                "the scores are the token log-probs alone: add each beam's running score, "
+                "log_probs + beam_scores[..., None], before ranking"
+            )
+        elif torch.allclose(score.float(), per_beam, atol=1e-4):
+            cause = (
+                f"you pick {n // beams} candidates per beam; rank all num_beams * d_vocab "
+                "candidates together (flatten the beam and token axes, then topk), so a "
+                "strong beam may supply them all"
+            )
+        elif torch.allclose(score.float(), want[0], atol=1e-4):
+            cause = (
+                "the scores are right but parent/token are not: for an index i into the "
+                "flattened [num_beams * d_vocab] candidates, parent = i // d_vocab and "
+                "token = i % d_vocab"
+            )
+        elif torch.allclose(score.float().sort(-1, descending=True).values, want[0], atol=1e-4):
+            cause = "the right candidates in the wrong order: return them best first"
+        else:
+            cause = f"expected scores {want[0][0].tolist()} (first prompt), got {score[0].tolist()}"
+        raise AssertionError(f"({where}) {cause}")
+    print(
+        "Correct: your candidates equal those minigpt.beam.beam_search ranks at every step "
+        "(best 2 * num_beams over all beams and tokens)."
+    )
 
 
 class _Spy(nn.Module):
