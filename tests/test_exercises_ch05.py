@@ -1,11 +1,19 @@
 import pytest
+import torch
 
-from minigpt.exercises.ch05 import check_layer_norm, check_parameter_count
+from minigpt.block import TransformerBlock
+from minigpt.config import GPTConfig
+from minigpt.exercises.ch05 import check_block, check_layer_norm, check_parameter_count
 
 
 def layer_norm(x, w, b, eps):
     centred = x - x.mean(-1, keepdim=True)
     return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
+
+
+def block_forward(resid_pre, ln1, attn, ln2, mlp):
+    resid_mid = resid_pre + attn(ln1(resid_pre))
+    return resid_mid + mlp(ln2(resid_mid))
 
 
 def count(cfg):
@@ -14,21 +22,117 @@ def count(cfg):
     return cfg.d_vocab * d + cfg.n_ctx * d + cfg.n_layers * block + 2 * d
 
 
-def test_accepts_right_answers(capsys):
-    check_layer_norm(layer_norm)
+@pytest.fixture(scope="module")
+def reference():
+    """A stand-in for the reference: one block with no trivial parameter, its activations
+    and parameters under TransformerLens's names for layer 0. The residual stream is small
+    (std ~0.03, like GPT-2's embeddings), so that where eps goes matters."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, n_layers=2, n_ctx=8, d_vocab=10)
+    block = TransformerBlock(cfg, layer=0)
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith(".w"):
+                p.normal_(1, 0.2)
+            elif name.startswith(("ln", "mlp.b", "attn.b")):
+                p.normal_(0, 0.05)
+            else:
+                p.normal_(0, 0.2)
+    x = torch.randn(2, 6, cfg.d_model) * 0.03
+    acts = {}
+    with torch.no_grad():
+        block(x, acts=acts)
+        acts["ln1.hook_out"] = block.ln1(x)
+    cache = {f"blocks.0.{k}": v for k, v in acts.items()}
+    params = {f"blocks.0.{k}": v.detach() for k, v in block.named_parameters()}
+    return cache, params
+
+
+def test_accepts_right_answers(capsys, reference):
+    check_layer_norm(layer_norm, *reference)
+    check_layer_norm(
+        lambda x, w, b, eps: torch.nn.functional.layer_norm(x, (32,), w, b, eps), *reference
+    )
+    check_block(block_forward, *reference)
     check_parameter_count(count)
-    assert capsys.readouterr().out.count("Correct") == 2
+    assert capsys.readouterr().out.count("Correct") == 4
 
 
-def test_rejects_wrong_answers():
-    def bessel(x, w, b, eps):
-        centred = x - x.mean(-1, keepdim=True)
-        return centred / (centred.var(-1, keepdim=True) + eps).sqrt() * w + b
+def _centred(x):
+    return x - x.mean(-1, keepdim=True)
 
-    with pytest.raises(AssertionError, match="biased variance"):
-        check_layer_norm(bessel)
-    with pytest.raises(AssertionError, match="expected"):
-        check_layer_norm(lambda x, w, b, eps: layer_norm(x, w, b, eps) - b)  # forgot the bias
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (
+            lambda x, w, b, eps: (
+                _centred(x) / (_centred(x).var(-1, keepdim=True) + eps).sqrt() * w + b
+            ),
+            "unbiased variance",
+        ),
+        (
+            lambda x, w, b, eps: (
+                _centred(x) / (_centred(x).std(-1, unbiased=False, keepdim=True) + eps) * w + b
+            ),
+            "eps added to the standard deviation",
+        ),
+        (
+            lambda x, w, b, eps: (
+                _centred(x) / _centred(x).pow(2).mean(-1, keepdim=True).sqrt() * w + b
+            ),
+            "eps is missing",
+        ),
+        (
+            lambda x, w, b, eps: x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b,
+            "RMSNorm",
+        ),
+        (lambda x, w, b, eps: layer_norm(x, 1, 0, eps), "gain and the shift are missing"),
+        (lambda x, w, b, eps: layer_norm(x, w, 0, eps), "shift is missing"),
+        (lambda x, w, b, eps: layer_norm(x, 1, b, eps), "gain is missing"),
+        (lambda x, w, b, eps: layer_norm(x, b, w, eps), "swapped"),
+        (lambda x, w, b, eps: layer_norm(x, w, b, eps)[:, :-1], "shape"),
+    ],
+)
+def test_layer_norm_diagnoses(wrong, diagnosis, reference):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_layer_norm(wrong, *reference)
+
+
+def no_first_residual(x, ln1, attn, ln2, mlp):
+    mid = attn(ln1(x))
+    return mid + mlp(ln2(mid))
+
+
+def post_ln(x, ln1, attn, ln2, mlp):
+    mid = ln1(x + attn(x))
+    return ln2(mid + mlp(mid))
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (post_ln, "post-LN"),
+        (lambda x, ln1, attn, ln2, mlp: ln1(x + attn(x)) + mlp(ln2(ln1(x + attn(x)))), "post-LN"),
+        (no_first_residual, "first residual"),
+        (
+            lambda x, ln1, attn, ln2, mlp: mlp(ln2(x + attn(ln1(x)))),
+            "second residual is missing",
+        ),
+        (
+            lambda x, ln1, attn, ln2, mlp: (x + attn(ln1(x))) + mlp(ln1(x + attn(ln1(x)))),
+            "ln1 is used twice",
+        ),
+        (lambda x, ln1, attn, ln2, mlp: x + attn(ln1(x)), "called once"),
+        (lambda x, ln1, attn, ln2, mlp: block_forward(x, ln1, attn, ln2, mlp) * 1.1, "resid_post"),
+    ],
+)
+def test_block_diagnoses(wrong, diagnosis, reference):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_block(wrong, *reference)
+
+
+def test_parameter_count_diagnoses():
     with pytest.raises(AssertionError, match="W_U and b_U"):
         check_parameter_count(lambda cfg: count(cfg) + cfg.d_model * cfg.d_vocab + cfg.d_vocab)
     with pytest.raises(AssertionError, match="off by"):
