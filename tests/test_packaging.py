@@ -67,6 +67,9 @@ def test_lock_pins_every_dependency_inside_pyproject_ranges():
 
 PACKAGE = ROOT / "minigpt"
 SUPPORT = {"notebook", "exercises", "zoo", "device", "assets", "files"}
+# Looks ahead that a chapter takes on purpose: chapter 00 runs the finished model once, to
+# show the comparison tool catching a dropped bias before the reader builds anything.
+PREVIEWS = {"00": {"model"}}
 
 
 def _chapter_table() -> dict[str, list[str]]:
@@ -98,7 +101,7 @@ def _minigpt_imports(source: str) -> set[str]:
 
 def test_each_module_is_in_the_table_and_has_its_test_file():
     table = _chapter_table()
-    assert sorted(table) == [f"{i:02d}" for i in range(8)]
+    assert sorted(table) == [f"{i:02d}" for i in range(9)]
     listed = [m for mods in table.values() for m in mods]
     assert len(listed) == len(set(listed)), "a module is listed under two chapters"
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "generate"}  # a -m shim
@@ -117,7 +120,7 @@ def test_each_chapter_imports_only_its_own_and_earlier_modules():
         (notebook,) = (ROOT / "book").glob(f"{number}_*.ipynb")
         cells = json.loads(notebook.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        later = _minigpt_imports(code) - allowed
+        later = _minigpt_imports(code) - allowed - PREVIEWS.get(number, set())
         assert not later, f"{notebook.name} imports {sorted(later)}, from later chapters"
 
 
