@@ -7,7 +7,8 @@ Every page of ``_build/html`` is opened through a local HTTP server. A page fail
 * a plotly figure did not draw (its ``.plotly-graph-div`` has no ``.main-svg`` inside);
 * a formula was not typeset by MathJax (served from the site), or MathJax reported an error;
 * an executed cell left a traceback or stderr output (a stray warning) in the page;
-* a link inside the site points to a file the site does not have.
+* a link inside the site points to a file the site does not have;
+* a code cell is wider than the text column, so that it scrolls sideways.
 
 Each page is saved as a full-page screenshot in ``$MINIGPT_SCREENSHOTS`` (default
 ``_build/screenshots``), to look at by eye, with ``summary.json`` beside them: per page, the
@@ -119,8 +120,8 @@ def base_url():
 def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
     """Each check fires on a page made to fail it; without a browser, CI fails here.
 
-    The page logs a console error, holds a plotly div that never draws, a stderr output
-    and a link to a missing file.
+    The page logs a console error, holds a plotly div that never draws, a stderr output,
+    a link to a missing file and a code cell wider than its box.
     """
     if SKIP is not None:
         if os.environ.get(REQUIRE_ENV) == "1":
@@ -132,7 +133,9 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
         "<html><body><script>console.error('deliberate')</script>"
         '<div class="plotly-graph-div" id="never-drawn"></div>'
         '<div class="output stderr">a stray warning</div>'
-        '<a href="missing.html">gone</a></body></html>'
+        '<a href="missing.html">gone</a>'
+        '<div class="cell_input"><pre style="width:200px;overflow:auto">'
+        f"{'x' * 120}</pre></div></body></html>"
     )
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -145,6 +148,7 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
         figures = browser.execute_script(FIGURES_JS)
         bad = browser.execute_script(BAD_OUTPUTS_JS)
         broken = _broken_local_links(browser, url)
+        wide = browser.execute_script(WIDE_CODE_JS)
     finally:
         server.shutdown()
         server.server_close()
@@ -152,6 +156,7 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
     assert figures["total"] == 1 and figures["drawn"] == 0 and figures["ids"] == ["never-drawn"]
     assert bad == ["output stderr: a stray warning"]
     assert broken == ["missing.html"]
+    assert wide == ["x" * 80]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +195,14 @@ return {
 BAD_OUTPUTS_JS = """
 return Array.from(document.querySelectorAll('.output.traceback, .output.stderr'))
   .map(e => e.className + ': ' + e.innerText.slice(0, 300));
+"""
+
+
+# Code cells wider than the text column (they would scroll sideways): the first line of each.
+WIDE_CODE_JS = """
+return Array.from(document.querySelectorAll('div.cell_input pre'))
+  .filter(p => p.scrollWidth > p.clientWidth + 1)
+  .map(p => p.innerText.split('\\n')[0].slice(0, 80));
 """
 
 
@@ -284,6 +297,7 @@ def test_page_renders_cleanly(page, browser, base_url):
     math = _wait_for_math(browser)
     bad_outputs = browser.execute_script(BAD_OUTPUTS_JS)
     broken_links = _broken_local_links(browser, base_url)
+    wide_code = browser.execute_script(WIDE_CODE_JS)
     count = "return document.body.innerText.split(arguments[0]).length - 1"
     shot = _screenshot(browser, page)
     _record_summary(
@@ -320,6 +334,10 @@ def test_page_renders_cleanly(page, browser, base_url):
         problems.append("MathJax errors: " + "; ".join(math["errors"]))
     if broken_links:
         problems.append(f"links to files the site does not have: {broken_links}")
+    if wide_code:
+        problems.append(
+            f"{len(wide_code)} code cells scroll sideways at 1280 px (first lines): {wide_code}"
+        )
     if bad_outputs:
         problems.append("cell outputs with a traceback or stderr:\n  " + "\n  ".join(bad_outputs))
     assert not problems, f"{page} (screenshot: {shot}):\n" + "\n".join(problems)
