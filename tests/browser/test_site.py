@@ -8,7 +8,8 @@ Every page of ``_build/html`` is opened through a local HTTP server. A page fail
 * a formula was not typeset by MathJax (served from the site), or MathJax reported an error;
 * an executed cell left a traceback or stderr output (a stray warning) in the page;
 * a link inside the site points to a file the site does not have;
-* a code cell is wider than the text column, so that it scrolls sideways.
+* a code cell is wider than the text column, so that it scrolls sideways;
+* a figure's title runs past the figure's edge.
 
 Each page is saved as a full-page screenshot in ``$MINIGPT_SCREENSHOTS`` (default
 ``_build/screenshots``), to look at by eye, with ``summary.json`` beside them: per page, the
@@ -206,6 +207,17 @@ return Array.from(document.querySelectorAll('div.cell_input pre'))
 """
 
 
+# Figure titles that run past the figure's edge (plotly does not wrap them): their text.
+CUT_TITLES_JS = """
+return Array.from(document.querySelectorAll('.plotly-graph-div')).map(div => {
+  const title = div.querySelector('.gtitle');
+  if (!title) return null;
+  const t = title.getBoundingClientRect(), box = div.getBoundingClientRect();
+  return t.right > box.right + 1 || t.left < box.left - 1 ? title.textContent.slice(0, 80) : null;
+}).filter(text => text);
+"""
+
+
 # Sphinx marks formulas with .math; MathJax 3 puts an mjx-container inside each it typesets
 # and an mjx-merror where the TeX did not parse.
 MATH_JS = """
@@ -298,6 +310,7 @@ def test_page_renders_cleanly(page, browser, base_url):
     bad_outputs = browser.execute_script(BAD_OUTPUTS_JS)
     broken_links = _broken_local_links(browser, base_url)
     wide_code = browser.execute_script(WIDE_CODE_JS)
+    cut_titles = browser.execute_script(CUT_TITLES_JS)
     count = "return document.body.innerText.split(arguments[0]).length - 1"
     shot = _screenshot(browser, page)
     _record_summary(
@@ -338,6 +351,8 @@ def test_page_renders_cleanly(page, browser, base_url):
         problems.append(
             f"{len(wide_code)} code cells scroll sideways at 1280 px (first lines): {wide_code}"
         )
+    if cut_titles:
+        problems.append(f"figure titles cut off at the figure's edge: {cut_titles}")
     if bad_outputs:
         problems.append("cell outputs with a traceback or stderr:\n  " + "\n  ".join(bad_outputs))
     assert not problems, f"{page} (screenshot: {shot}):\n" + "\n".join(problems)
