@@ -31,6 +31,7 @@ Set ``$MINIGPT_SITE`` to test a site built elsewhere.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -106,23 +107,32 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass  # keep the test output free of one line per request
 
 
+@contextlib.contextmanager
+def _serve(directory: Path):
+    """``directory`` served on a free local port; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def base_url():
     """The site served on a free local port for the duration of the module."""
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with _serve(SITE) as url:
+        yield url
 
 
 def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
     """Each check fires on a page made to fail it; without a browser, CI fails here.
 
-    The page logs a console error, holds a plotly div that never draws, a stderr output,
-    a link to a missing file and a code cell wider than its box.
+    The page logs a console error, holds a plotly div that never draws (with a title wider
+    than the div), a stderr output, a link to a missing file and a code cell wider than
+    its box.
     """
     if SKIP is not None:
         if os.environ.get(REQUIRE_ENV) == "1":
@@ -132,17 +142,15 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("broken-site")
     (folder / "broken.html").write_text(
         "<html><body><script>console.error('deliberate')</script>"
-        '<div class="plotly-graph-div" id="never-drawn"></div>'
+        '<div class="plotly-graph-div" id="never-drawn" style="width:100px">'
+        '<svg width="600" height="30"><text class="gtitle" y="20">'
+        "A title far wider than its figure</text></svg></div>"
         '<div class="output stderr">a stray warning</div>'
         '<a href="missing.html">gone</a>'
         '<div class="cell_input"><pre style="width:200px;overflow:auto">'
         f"{'x' * 120}</pre></div></body></html>"
     )
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with _serve(folder) as url:
         browser.get_log("browser")
         browser.get(f"{url}/broken.html")
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -150,14 +158,13 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
         bad = browser.execute_script(BAD_OUTPUTS_JS)
         broken = _broken_local_links(browser, url)
         wide = browser.execute_script(WIDE_CODE_JS)
-    finally:
-        server.shutdown()
-        server.server_close()
+        cut = browser.execute_script(CUT_TITLES_JS)
     assert any("deliberate" in e["message"] for e in severe), severe
     assert figures["total"] == 1 and figures["drawn"] == 0 and figures["ids"] == ["never-drawn"]
     assert bad == ["output stderr: a stray warning"]
     assert broken == ["missing.html"]
     assert wide == ["x" * 80]
+    assert cut == ["A title far wider than its figure"]
 
 
 @pytest.fixture(scope="module")
