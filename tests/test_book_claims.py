@@ -80,7 +80,7 @@ def test_claims_fail_on_random_weights_posing_as_gpt2(chapter, stand_in, monkeyp
 
     claim_cells = [c for c in nb.cells if c.cell_type == "code" and CLAIM_CALL.search(c.source)]
     assert claim_cells
-    first = nb.cells[[c.cell_type for c in nb.cells].index("code")]
+    first = next(c for c in nb.cells if c.cell_type == "code")
     assert not errors(first), f"{chapter.name} did not even start: {errors(first)}"
     published = [
         c.source.strip().splitlines()[0] + f" ... -> {errors(c) or 'no error'}"
