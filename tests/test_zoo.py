@@ -6,6 +6,7 @@ checks the real tiny Shakespeare model (trained into the cache on first use, ~1-
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,73 @@ def test_the_real_tiny_shakespeare_model_has_learned():
     with torch.no_grad():
         loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
     assert float(loss) < 6.5
+
+
+def test_induction_model_trains_once_with_its_probe_then_loads(tmp_path, monkeypatch):
+    import minigpt.zoo as zoo
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        zoo,
+        "INDUCTION_MODEL",
+        dict(d_model=16, n_heads=2, d_head=8, d_mlp=16, n_layers=2, n_ctx=24, d_vocab=64),
+    )
+    monkeypatch.setattr(zoo, "INDUCTION_TRAIN", CFG.replace(max_steps=4))
+    monkeypatch.setattr(zoo, "INDUCTION_LANGUAGE", {**zoo.INDUCTION_LANGUAGE, "n_tokens": 3000})
+    monkeypatch.setattr(zoo, "PROBE_SEQ", 8)
+    monkeypatch.setattr(zoo, "PROBE_INTERVAL", 2)
+
+    first = zoo.induction_model("cpu")
+    assert first.cfg.n_layers == 2 and not first.training
+    records = zoo.induction_probe_records()
+    assert [r["step"] for r in records] == [0, 2, 4]
+    for r in records:
+        assert np.array(r["induction_scores"]).shape == (2, 2)
+        assert np.array(r["previous_token_scores"]).shape == (2, 2)
+        assert r["first_half_loss"] > 0 and r["repeated_half_loss"] > 0 and r["text_loss"] > 0
+    # step 0 is the untrained model, the chapter's baseline
+    untrained = zoo.untrained_induction_model("cpu")
+    probe = zoo.induction_probe()
+    from minigpt.interp import induction_scores
+
+    torch.testing.assert_close(
+        induction_scores(untrained, probe),
+        torch.tensor(records[0]["induction_scores"]),
+        atol=1e-6,
+        rtol=0,
+    )
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been loaded")
+
+    monkeypatch.setattr(zoo, "train", no_training)
+    second = zoo.induction_model("cpu")
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_induction_language_has_its_three_kinds_of_pieces():
+    """Each kind of piece shows its rule at about the rate the recipe asks for."""
+    import minigpt.zoo as zoo
+
+    text = zoo.induction_language(200_000, seed=3).astype(np.int64)
+    again = zoo.induction_language(200_000, seed=3)
+    assert np.array_equal(text, again) and again.dtype == np.uint16  # same seed, same text
+    assert text.min() >= 0 and text.max() < zoo.INDUCTION_MODEL["d_vocab"]
+    rng = np.random.default_rng(3)  # the permutations are the first draws of the seed
+    bigram, skip = rng.permutation(64), rng.permutation(64)
+    follows = np.mean(text[1:] == bigram[text[:-1]])
+    skips = np.mean(text[2:] == skip[text[:-2]])
+    # pieces of each kind are drawn equally often; bigram and skip pieces average 40 tokens,
+    # repeat pieces 12 tokens times 4.5 copies = 54, so each rule governs 40 / 134 of the
+    # text (less its first token or two per piece), and holds by chance (1/64) elsewhere
+    share = 40 / (40 + 40 + 54)
+    expect_follows = share * (0.7 + 0.3 / 64) * 39 / 40 + (1 - share) / 64
+    expect_skips = share * (0.5 + 0.5 / 64) * 38 / 40 + (1 - share) / 64
+    assert abs(follows - expect_follows) < 0.015, (follows, expect_follows)
+    assert abs(skips - expect_skips) < 0.015, (skips, expect_skips)
+    # repeat pieces: a token equal to the one `period` back, for some period in 4..20
+    period_match = np.zeros(text.size, dtype=bool)
+    for period in range(4, 21):
+        period_match[period:] |= text[period:] == text[:-period]
+    assert period_match.mean() > 0.2

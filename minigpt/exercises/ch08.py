@@ -1,0 +1,89 @@
+"""Checks for the exercises of chapter 08 (looking inside a trained model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from minigpt.interp import head_ablation_hook, induction_stripe
+
+
+def _hand_made_patterns(seq: int, gen: torch.Generator) -> torch.Tensor:
+    """[batch 2, n_heads 3, 2 seq, 2 seq]: an induction head, a uniform head, a random one."""
+    n = 2 * seq
+    causal = torch.ones(n, n).tril()
+    induction = torch.zeros(n, n)
+    induction[0, 0] = 1
+    induction[torch.arange(1, seq), torch.arange(seq - 1)] = 1
+    induction[torch.arange(seq, n), torch.arange(1, seq + 1)] = 1
+    uniform = causal / causal.sum(-1, keepdim=True)
+    noise = torch.rand(2, n, n, generator=gen) * causal
+    noise = noise / noise.sum(-1, keepdim=True)
+    heads = [induction.expand(2, n, n), uniform.expand(2, n, n), noise]
+    return torch.stack(heads, dim=1)
+
+
+def check_induction_score(induction_score: Callable, seq: int = 6) -> None:
+    """Check ``induction_score(pattern) -> [n_heads]`` for ``pattern[batch, n_heads, 2 seq, 2 seq]``."""
+    pattern = _hand_made_patterns(seq, torch.Generator().manual_seed(0))
+    got = torch.as_tensor(induction_score(pattern))
+    if tuple(got.shape) != (3,):
+        raise AssertionError(f"expected one score per head, shape (3,), got {tuple(got.shape)}")
+    if abs(float(got[0]) - 1.0) > 1e-6:
+        raise AssertionError(
+            f"a perfect induction head should score 1, got {float(got[0]):.4f}: in the second "
+            "half, look at key i - seq + 1 (the token after the previous occurrence)"
+        )
+    torch.testing.assert_close(
+        got.float(),
+        induction_stripe(pattern),
+        atol=1e-6,
+        rtol=0,
+        msg="average over the batch and over the queries of the second half only",
+    )
+    print("Correct: that is the induction score (1 for a perfect induction head).")
+
+
+def check_ov_top_tokens(ov_top_tokens: Callable, seed: int = 0) -> None:
+    """Check ``ov_top_tokens(W_E, W_V, W_O, W_U, k) -> [d_vocab, k]``: for each source token, the
+    ``k`` output tokens whose logits its OV circuit ``W_E W_V W_O W_U`` raises most."""
+    gen = torch.Generator().manual_seed(seed)
+    d_vocab, d_model, d_head = 30, 12, 4
+    W_E = torch.randn(d_vocab, d_model, generator=gen)
+    W_V = torch.randn(d_model, d_head, generator=gen)
+    W_O = torch.randn(d_head, d_model, generator=gen)
+    W_U = torch.randn(d_model, d_vocab, generator=gen)
+    got = torch.as_tensor(ov_top_tokens(W_E, W_V, W_O, W_U, 3))
+    if tuple(got.shape) != (d_vocab, 3):
+        raise AssertionError(
+            f"expected shape (d_vocab, k) = ({d_vocab}, 3), got {tuple(got.shape)}"
+        )
+    circuit = W_E @ W_V @ W_O @ W_U
+    if torch.equal(got, circuit.T.topk(3, dim=-1).indices):
+        raise AssertionError("rows are source tokens, columns output tokens: take topk over dim=-1")
+    if not torch.equal(got, circuit.topk(3, dim=-1).indices):
+        raise AssertionError("the top tokens differ from topk(W_E @ W_V @ W_O @ W_U, k, dim=-1)")
+    print("Correct: the OV circuit's top output tokens for every source token.")
+
+
+def check_ablate_head(ablate_head: Callable, seed: int = 0) -> None:
+    """Check ``ablate_head(z, head) -> z`` (a hook body for ``hook_z``): zero one head's output."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 5, 4, 3, generator=gen)
+    before = z.clone()
+    got = ablate_head(z.clone(), 2)
+    if got is None:
+        raise AssertionError(
+            "return the (changed) z: a TransformerLens hook returns the activation"
+        )
+    if tuple(got.shape) != tuple(z.shape):
+        raise AssertionError(f"keep the shape {tuple(z.shape)}, got {tuple(got.shape)}")
+    expected = head_ablation_hook(2)(before)
+    if not torch.equal(got, expected):
+        if got[:, :, 2].abs().max() > 0:
+            raise AssertionError(
+                "head 2 is not zero: set z[:, :, head] (the head axis is the third)"
+            )
+        raise AssertionError("only head 2 should change; the other heads must be left as they were")
+    print("Correct: that hook zero-ablates one head.")
