@@ -1,7 +1,7 @@
 """Small trained models that chapters can ask for without retraining them every time.
 
 :func:`induction_model` gives a 2-layer model trained on a made-up language in which copying
-pays, for chapter 8 (under a minute to train, then cached the same way).
+pays, for chapter 8 (about a minute to train, then cached the same way).
 
 :func:`shakespeare_model` gives the ``tiny`` preset trained on Shakespeare. The first call
 trains it (about two minutes on two CPU cores) into
@@ -273,7 +273,7 @@ def _probe_record(step: int, model, probe: torch.Tensor, heldout: torch.Tensor) 
 def induction_model(device: str | torch.device | None = None, *, progress: bool = False) -> GPT:
     """A 2-layer GPT-2 that has learned induction (in eval mode).
 
-    Trained on one CPU thread (under a minute) on :func:`induction_language` the first time it
+    Trained on one CPU thread (about a minute) on :func:`induction_language` the first time it
     is asked for, into :func:`induction_run_dir`; loaded after that. While it trains, every
     ``PROBE_INTERVAL`` steps it measures the loss on the two halves of a fixed probe of
     repeated random blocks and every head's induction and previous-token scores:
