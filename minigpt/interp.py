@@ -5,7 +5,7 @@
   holds the token last seen at ``i - seq``; an **induction head** attends from ``i`` to the
   token after that one, ``i - seq + 1``, and copies it. :func:`induction_scores` is the mean
   attention each head pays along that stripe; :func:`previous_token_scores` the mean
-  attention from ``i`` to ``i - 1``.
+  attention from ``i`` to ``i - 1``; :func:`copy_losses` the next-token loss on each copy.
 * **Circuits**, read off the weights alone (Elhage et al., 2021): a head's OV circuit
   ``W_E W_V W_O W_U`` (which output token each source token promotes), the positional QK
   circuit ``W_pos W_Q W_K^T W_pos^T``, and the K-composition of a layer-1 head with a
@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 __all__ = [
+    "copy_losses",
     "head_ablation_hook",
     "induction_scores",
     "induction_stripe",
@@ -86,6 +87,24 @@ def previous_token_stripe(
     """Mean attention from each query ``i >= 1`` to key ``i - 1``: 1 for a previous-token head."""
     queries = torch.arange(1, pattern.shape[-2], device=pattern.device)
     return pattern[:, :, queries, queries - 1].mean(dim=(0, 2))
+
+
+def copy_losses(
+    logits: Float[Tensor, "batch logit_pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+) -> tuple[float, float]:
+    """Mean next-token loss on the two copies of ``tokens``, a block repeated twice.
+
+    ``logits`` are the model's on ``tokens`` (or on ``tokens[:, :-1]``). The first number is
+    the loss of predicting ids ``1 .. seq - 1`` (the first copy, unpredictable for random
+    ids), the second of predicting ids ``seq .. 2 seq - 1`` (the repeated copy).
+    """
+    import torch.nn.functional as F
+
+    seq = _check_repeated(tokens)
+    logits = logits[:, : tokens.shape[1] - 1]
+    losses = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    losses = losses.view(tokens.shape[0], -1)
+    return float(losses[:, : seq - 1].mean()), float(losses[:, seq - 1 :].mean())
 
 
 def _patterns(model, tokens: Tensor) -> list[Tensor]:

@@ -244,26 +244,21 @@ def untrained_induction_model(device: str | torch.device | None = None) -> GPT:
 
 def _probe_record(step: int, model, probe: torch.Tensor, heldout: torch.Tensor) -> dict:
     """Losses on the two halves of the probe and on held-out text, and every induction score."""
-    import torch.nn.functional as F
-
-    from minigpt.interp import induction_scores, previous_token_scores
+    from minigpt.interp import copy_losses, induction_scores, previous_token_scores
     from minigpt.train import lm_loss
 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits = model(probe[:, :-1])
-        losses = F.cross_entropy(logits.flatten(0, 1), probe[:, 1:].flatten(), reduction="none")
-        losses = losses.view(probe.shape[0], -1)
+        first, repeated = copy_losses(model(probe[:, :-1]), probe)
         text_loss = float(lm_loss(model(heldout[:, :-1]), heldout[:, 1:]))
         scores = induction_scores(model, probe)
         previous = previous_token_scores(model, probe)
     model.train(was_training)
-    seq = probe.shape[1] // 2
     return {
         "step": step,
-        "first_half_loss": float(losses[:, : seq - 1].mean()),  # predicting ids 1 .. seq-1
-        "repeated_half_loss": float(losses[:, seq - 1 :].mean()),  # ids seq .. 2 seq - 1
+        "first_half_loss": first,  # predicting ids 1 .. seq-1
+        "repeated_half_loss": repeated,  # ids seq .. 2 seq - 1
         "text_loss": text_loss,
         "induction_scores": scores.tolist(),
         "previous_token_scores": previous.tolist(),

@@ -1,10 +1,13 @@
 """minigpt.interp: the scores are exact on hand-made attention patterns; circuits and hooks."""
 
+import math
+
 import pytest
 import torch
 
 from minigpt.config import GPTConfig
 from minigpt.interp import (
+    copy_losses,
     head_ablation_hook,
     induction_scores,
     induction_stripe,
@@ -79,6 +82,25 @@ def test_induction_stripe_ignores_the_first_half_and_off_stripe_weight():
     shifted = torch.zeros(2 * SEQ, 2 * SEQ)
     shifted[torch.arange(SEQ, 2 * SEQ), torch.arange(0, SEQ)] = 1.0  # the repeated token itself
     assert float(induction_stripe(shifted[None, None])) == 0.0
+
+
+def test_copy_losses_split_the_two_copies_exactly():
+    d_vocab = 50
+    tokens = repeated_tokens(3, SEQ, d_vocab, torch.Generator().manual_seed(1))
+    logits = torch.zeros(3, 2 * SEQ, d_vocab)  # uniform everywhere: ln(d_vocab) on both
+    first, repeated = copy_losses(logits, tokens)
+    assert first == pytest.approx(math.log(d_vocab), abs=1e-6)
+    assert repeated == pytest.approx(math.log(d_vocab), abs=1e-6)
+    # certain of the right next token from position seq - 1 on: the repeated copy costs ~0
+    logits[:, SEQ - 1 : -1].scatter_(-1, tokens[:, SEQ:, None], 100.0)
+    first, repeated = copy_losses(logits, tokens)
+    assert first == pytest.approx(math.log(d_vocab), abs=1e-6) and repeated < 1e-30
+    # the logits of tokens[:, :-1] (no prediction past the end) give the same numbers
+    assert copy_losses(logits[:, :-1], tokens) == (first, repeated)
+    broken = tokens.clone()
+    broken[:, -1] = (broken[:, -1] + 1) % d_vocab  # the second copy no longer repeats
+    with pytest.raises(ValueError, match="repeated twice"):
+        copy_losses(logits, broken)
 
 
 def test_repeated_tokens_and_the_check_on_them():
