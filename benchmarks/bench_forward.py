@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minigpt.device import resolve_device  # noqa: E402
-from minigpt.model import GPT  # noqa: E402
+from minigpt.formats.hf_model import from_hf  # noqa: E402
 from minigpt.reference import _boot_bridge, gpt2_hf_tokenizer, random_gpt2_hf  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"hf": lambda t: hf(t).logits}
     for impl in ("sdpa", "einsum"):
         if impl in wanted:
-            model = GPT.from_hf(hf, attn_impl=impl).eval()
+            model = from_hf(hf, attn_impl=impl).eval()
             runners[f"minigpt {impl}"] = lambda t, model=model: model(t)
     if "bridge" in wanted:
         bridge = _boot_bridge(hf, gpt2_hf_tokenizer(), device)

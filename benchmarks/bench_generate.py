@@ -49,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from minigpt.model import GPT
+    from minigpt.formats.hf_model import from_hf
     from minigpt.reference import load_reference
     from minigpt.sample import generate
 
     torch.set_grad_enabled(False)
     ref = load_reference(device=args.device)
     device = ref.device
-    model = GPT.from_hf(ref.hf_model).eval()
+    model = from_hf(ref.hf_model).eval()
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, 50257, (1, args.prompt_tokens), generator=gen).to(device)
     n = args.new_tokens

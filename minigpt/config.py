@@ -48,18 +48,3 @@ class GPTConfig:
     def gpt2_small(cls) -> GPTConfig:
         """GPT-2 small, the model the book rebuilds."""
         return cls()
-
-    @classmethod
-    def from_hf(cls, hf_config) -> GPTConfig:
-        """The config matching a Hugging Face ``GPT2Config``."""
-        return cls(
-            d_model=hf_config.n_embd,
-            n_heads=hf_config.n_head,
-            d_head=hf_config.n_embd // hf_config.n_head,
-            d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
-            n_layers=hf_config.n_layer,
-            n_ctx=hf_config.n_positions,
-            d_vocab=hf_config.vocab_size,
-            layer_norm_eps=hf_config.layer_norm_epsilon,
-            init_range=hf_config.initializer_range,
-        )

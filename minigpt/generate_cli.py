@@ -28,7 +28,7 @@ from minigpt.beam import beam_search
 from minigpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from minigpt.data import tokenizer_fingerprint
 from minigpt.device import resolve_device
-from minigpt.model import GPT
+from minigpt.formats.hf_model import from_hf
 from minigpt.presets import get_tokenizer
 from minigpt.reference import ReferenceUnavailable, load_reference
 from minigpt.sample import Sampler, stream
@@ -100,7 +100,7 @@ def load_model(name: str, weights: str | None, tokenizer_name: str | None, devic
     """``(GPT in eval mode, tokenizer, note)`` for ``--model``."""
     if name == "reference":
         ref = load_reference(weights=weights, device=device)
-        model = GPT.from_hf(ref.hf_model)
+        model = from_hf(ref.hf_model)
         return model.eval(), get_tokenizer(tokenizer_name or "gpt2"), ref.summary()
     if name == "shakespeare":
         model, tokenizer = shakespeare_model(device, progress=True)

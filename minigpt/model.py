@@ -2,15 +2,12 @@
 
 ``GPT(cfg)(tokens)`` gives logits; ``run_with_cache`` also gives every activation under
 TransformerLens's hook names; ``new_cache`` + ``cache=`` runs it incrementally for
-generation. Weights come from Hugging Face or TransformerLens through ``from_hf``,
-``from_bridge`` and ``from_pretrained`` (OpenAI's GPT-2, or a local Hugging Face folder);
-``save_pretrained`` writes such a folder (see :mod:`minigpt.weights`).
+generation. The model knows no other tool's format: weights from Hugging Face or
+TransformerLens, and Hugging Face folders, are read and written by
+:mod:`minigpt.formats.hf_model`.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -22,8 +19,6 @@ from minigpt.config import GPTConfig
 from minigpt.embed import Embed, PosEmbed, Unembed
 from minigpt.kv_cache import KVCache
 from minigpt.layernorm import LayerNorm
-
-PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 def _is_integer_dtype(dtype: torch.dtype) -> bool:
@@ -195,81 +190,3 @@ class GPT(nn.Module):
             acts.update({f"ln_final.{name}": t for name, t in ln_acts.items()})
             acts["hook_unembed"] = logits
         return logits
-
-    @classmethod
-    def from_hf(cls, hf_model, attn_impl: str = "sdpa") -> GPT:
-        """A GPT with the weights of a Hugging Face ``GPT2LMHeadModel`` (strict key and shape check)."""
-        from minigpt.weights import load_hf_state_dict
-
-        model = cls(GPTConfig.from_hf(hf_model.config), attn_impl=attn_impl)
-        load_hf_state_dict(model, hf_model.state_dict())
-        return model.to(next(hf_model.parameters()).device)
-
-    @classmethod
-    def from_bridge(cls, bridge, attn_impl: str = "sdpa") -> GPT:
-        """A GPT with the weights of a TransformerLens ``TransformerBridge`` (GPT-2 family)."""
-        from minigpt.weights import load_tl_parameters
-
-        model = cls(GPTConfig.from_hf(bridge.original_model.config), attn_impl=attn_impl)
-        load_tl_parameters(model, bridge.tl_parameters())
-        return model.to(next(bridge.original_model.parameters()).device)
-
-    def save_pretrained(
-        self, folder: str | os.PathLike, tokenizer=None, fold_unembed_bias: bool = True
-    ) -> Path:
-        """Write this model as a Hugging Face GPT-2 folder; returns the folder.
-
-        ``config.json`` and ``model.safetensors`` (``GPT2LMHeadModel``'s key names and
-        layouts), so ``transformers.GPT2LMHeadModel.from_pretrained(folder)`` gives the
-        same logits and :meth:`from_pretrained` gives this model back exactly. With
-        ``tokenizer`` (a :class:`~minigpt.tokenizer.BPETokenizer`), also ``tokenizer.json``
-        and ``tokenizer_config.json``: ``transformers.AutoTokenizer.from_pretrained(folder)``
-        then gives its ids (checked before anything is written).
-
-        GPT-2 ties its unembedding to the embedding and has no unembedding bias. A model
-        with ``W_U == W_E.T`` and ``b_U == 0`` is written tied; an own ``W_U`` untied
-        (``tie_word_embeddings=False``); a non-zero ``b_U`` (a trained model has one) is
-        folded into the final LayerNorm and ``lm_head``, exactly
-        (:func:`minigpt.weights.fold_unembed_bias`), or is a ValueError with
-        ``fold_unembed_bias=False``. A new folder appears whole; in an existing one each
-        file is replaced whole, and files of other names are left alone.
-        """
-        from minigpt.weights import save_hf_folder
-
-        return save_hf_folder(self, folder, tokenizer, fold_unembed_bias=fold_unembed_bias)
-
-    @classmethod
-    def from_pretrained(cls, name: str | os.PathLike = "gpt2", attn_impl: str = "sdpa") -> GPT:
-        """OpenAI's GPT-2, or a model from a Hugging Face GPT-2 folder; in eval mode.
-
-        ``name`` is ``gpt2``, ``gpt2-medium``, ``gpt2-large`` or ``gpt2-xl``: from the local
-        Hugging Face cache or the hub, raising OSError at once where neither has them
-        (rather than after the ~30 s of retries of a plain ``from_pretrained`` offline).
-
-        Anything else (a ``Path``, or a string naming a folder) is a folder: one written by
-        :meth:`save_pretrained`, or a GPT-2 copied by hand (``config.json`` +
-        ``model.safetensors`` or ``pytorch_model.bin``). Every key and shape is checked:
-        FileNotFoundError names a missing folder or file, ValueError anything that does
-        not fit.
-        """
-        if isinstance(name, str) and name in PRETRAINED_NAMES:
-            from minigpt.reference import load_pretrained_hf
-
-            hf, reason = load_pretrained_hf(name)
-            if hf is None:
-                raise OSError(f"{reason} Fetch them once where the hub is reachable.")
-            return cls.from_hf(hf.eval(), attn_impl=attn_impl).eval()
-        if isinstance(name, str) and not (os.sep in name or name.startswith(".")):
-            if not Path(name).exists():
-                raise ValueError(
-                    f"name={name!r} is not one of {', '.join(PRETRAINED_NAMES)}, nor a folder"
-                )
-        from minigpt.weights import load_tl_parameters, read_hf_folder
-
-        cfg, params = read_hf_folder(name)
-        model = cls(cfg, attn_impl=attn_impl)
-        try:
-            load_tl_parameters(model, params)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
-        return model.eval()

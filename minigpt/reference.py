@@ -20,7 +20,6 @@ TransformerLens's ``TransformerBridge``, which exposes a hook on every activatio
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import math
@@ -33,18 +32,18 @@ from pathlib import Path
 
 import torch
 
-from minigpt.assets import cache_dir, gpt2_bpe_files, hub_reachable, read_gpt2_bpe
+from minigpt.assets import cache_dir, gpt2_bpe_files, read_gpt2_bpe
 from minigpt.device import resolve_device
 from minigpt.files import atomic_folder, first_line
-from minigpt.weights import hf_folder_config, hf_weights_cached
+from minigpt.formats.hf_model import hf_folder_config, load_pretrained_hf, quiet_loading
+from minigpt.tokenizer import EOT
 
 WEIGHTS_ENV = "MINIGPT_WEIGHTS"
 GPT2_PATH_ENV = "MINIGPT_GPT2_PATH"  # a local GPT-2 folder (config.json + model.safetensors)
 WEIGHT_MODES = ("auto", "pretrained", "random")
 RANDOM_SEED = 0  # the seed of the random-weight fallback, so every run sees the same model
 HUB_MODEL = "gpt2"  # GPT-2 small on the Hugging Face hub
-BOS_TOKEN = "<|endoftext|>"  # GPT-2 uses its end-of-text token as beginning-of-sequence too
-BOS_ID = 50256
+BOS_ID = 50256  # the id of EOT in GPT-2's vocabulary, which GPT-2 also puts first
 
 
 # Known facts of OpenAI's GPT-2 small, against which the book checks what it says of the
@@ -200,9 +199,9 @@ def gpt2_hf_tokenizer():
         tok = GPT2TokenizerFast(
             vocab=vocab,
             merges=merges,
-            bos_token=BOS_TOKEN,
-            eos_token=BOS_TOKEN,
-            unk_token=BOS_TOKEN,
+            bos_token=EOT,
+            eos_token=EOT,
+            unk_token=EOT,
             add_prefix_space=False,
         )
         if len(tok) != 50257:
@@ -213,47 +212,8 @@ def gpt2_hf_tokenizer():
             tok.save_pretrained(staging)
             (staging / stamp.name).write_text(json.dumps({"from": str(files.encoder_json.parent)}))
     tok = AutoTokenizer.from_pretrained(str(folder))
-    tok.pad_token = BOS_TOKEN
+    tok.pad_token = EOT
     return tok
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """Hide transformers' "Loading weights: 0/148" progress bar, which would land in the pages."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def load_pretrained_hf(name: str = HUB_MODEL):
-    """OpenAI's weights for ``name`` (a GPT-2 on the Hugging Face hub) as a ``GPT2LMHeadModel``.
-
-    From the local Hugging Face cache, else from the hub when it answers. Returns
-    ``(model, reason)``, or ``(None, reason)`` at once where neither has them.
-    """
-    from transformers import GPT2LMHeadModel
-
-    if hf_weights_cached(name):
-        with quiet_loading():
-            model = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
-        return model, f"Real {name} weights, from the local Hugging Face cache."
-    if not hub_reachable():
-        return (
-            None,
-            f"The weights of {name!r} are not in the Hugging Face cache and the hub is unreachable.",
-        )
-    try:
-        with quiet_loading():
-            model = GPT2LMHeadModel.from_pretrained(name)
-    except OSError as err:
-        return None, f"Downloading the weights of {name!r} failed ({type(err).__name__})."
-    return model, f"Real {name} weights, downloaded from the Hugging Face hub."
 
 
 def gpt2_folder(path: str | os.PathLike | None = None) -> tuple[Path, str] | None:
@@ -317,8 +277,11 @@ RANDOM_BIAS_STD = 0.02  # biases of q, k, v and of the MLP's first layer ~ N(0, 
 RANDOM_RESID_BIAS_STD = 0.01  # biases of layers that write to the residual stream ~ N(0, 0.01)
 
 
-def random_gpt2_hf(seed: int = RANDOM_SEED):
+def random_gpt2_hf(seed: int = RANDOM_SEED, **config):
     """GPT-2 small's exact architecture with seeded random weights, none of them trivial.
+
+    ``config`` changes settings of its ``GPT2Config`` (``n_layer=2, n_embd=64``, ...): the
+    tests use small models drawn the same way.
 
     Matrices follow GPT-2's own init (normal, std 0.02; residual projections scaled by
     1/sqrt(2 * n_layers)). Then, unlike that init, every bias and every LayerNorm gain and
@@ -330,7 +293,7 @@ def random_gpt2_hf(seed: int = RANDOM_SEED):
 
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(GPT2Config())
+        model = GPT2LMHeadModel(GPT2Config(**config))
         with torch.no_grad():
             for name, param in model.named_parameters():
                 *_, module, kind = name.split(".")

@@ -23,6 +23,7 @@ import torch
 from minigpt.checkpoint import CheckpointError
 from minigpt.corpus import CorpusError
 from minigpt.device import resolve_device
+from minigpt.formats.hf_model import save_pretrained
 from minigpt.presets import PRESETS, plan_run
 from minigpt.train import TrainingDiverged, train
 
@@ -142,7 +143,7 @@ def run(args) -> int:
             f"loss {last.get('loss', float('nan')):.4f}{val}; checkpoint in {out}"
         )
         if args.export is not None and result.status == "finished":
-            model.save_pretrained(args.export, tokenizer=plan.tokenizer)
+            save_pretrained(model, args.export, tokenizer=plan.tokenizer)
             print(f"minigpt-train: exported the model and its tokenizer to {args.export}")
         elif args.export is not None:
             print(f"minigpt-train: not exported to {args.export} (the run did not finish)")

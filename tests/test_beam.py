@@ -56,10 +56,10 @@ def test_beam_search_trace_and_cache(tiny):
 
 @pytest.mark.slow
 def test_gpt2_small_beam_search_equals_hugging_face(reference):
-    from minigpt.model import GPT
+    from minigpt.formats.hf_model import from_hf
 
     tokens = reference.to_tokens("The meaning of life is")
-    model = GPT.from_hf(reference.hf_model).eval()
+    model = from_hf(reference.hf_model).eval()
     ours = beam_search(model, tokens, 3, 10, eos_token_id=50256)
     theirs = reference.hf_model.generate(tokens, attention_mask=torch.ones_like(tokens),
                                          max_new_tokens=10, num_beams=3, do_sample=False,

@@ -9,8 +9,8 @@ import torch
 from minigpt.block import TransformerBlock
 from minigpt.compare import assert_hooks_close
 from minigpt.config import GPTConfig
+from minigpt.formats.gpt2_weights import load_tl_parameters
 from minigpt.kv_cache import KVCache
-from minigpt.weights import load_tl_parameters
 
 CFG = GPTConfig(d_model=16, n_heads=2, d_head=8, d_mlp=64, n_layers=1, n_ctx=12, d_vocab=10)
 

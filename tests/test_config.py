@@ -46,17 +46,3 @@ def test_replace_is_a_changed_copy():
     small = cfg.replace(d_model=64, n_heads=4, d_head=16)
     assert (small.d_model, small.n_heads, small.d_head, small.d_mlp) == (64, 4, 16, 3072)
     assert cfg == GPTConfig()  # the original is unchanged
-
-
-def test_from_hf_maps_every_field():
-    from transformers import GPT2Config
-
-    hf = GPT2Config(n_embd=48, n_head=6, n_layer=3, n_positions=40, vocab_size=99,
-                    layer_norm_epsilon=1e-6, initializer_range=0.03)  # fmt: skip
-    assert GPTConfig.from_hf(hf) == GPTConfig(
-        d_model=48, n_heads=6, d_head=8, d_mlp=4 * 48, n_layers=3, n_ctx=40, d_vocab=99,
-        layer_norm_eps=1e-6, init_range=0.03,
-    )  # fmt: skip
-    hf.n_inner = 100  # an explicit MLP width wins over 4 * d_model
-    assert GPTConfig.from_hf(hf).d_mlp == 100
-    assert GPTConfig.from_hf(GPT2Config()) == GPTConfig.gpt2_small()

@@ -8,7 +8,7 @@ import torch
 
 from minigpt.config import GPTConfig
 from minigpt.embed import Embed, PosEmbed, Unembed
-from minigpt.weights import load_tl_parameters
+from minigpt.formats.gpt2_weights import load_tl_parameters
 
 TEXT = "Embeddings turn token ids into vectors."
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from minigpt.config import GPTConfig
+from minigpt.formats.gpt2_weights import load_tl_parameters
 from minigpt.mlp import MLP, gelu_new
-from minigpt.weights import load_tl_parameters
 
 
 def test_gelu_new_is_the_tanh_approximation():

@@ -11,29 +11,19 @@ import torch
 from minigpt.assets import hub_reachable
 from minigpt.compare import assert_hooks_close
 from minigpt.config import GPTConfig
+from minigpt.formats.hf_model import from_bridge, from_hf, from_pretrained, hf_weights_cached
 from minigpt.model import GPT
-from minigpt.reference import _boot_bridge, gpt2_hf_tokenizer
-from minigpt.weights import hf_weights_cached
+from minigpt.reference import _boot_bridge, gpt2_hf_tokenizer, random_gpt2_hf
 
 ATOL = 1e-4  # float32 on CPU; the maths is the same, only summation order may differ
 
 
 def _random_hf(n_layer: int, n_head: int, n_embd: int, vocab: int = 50257, n_ctx: int = 64):
-    """A random GPT2LMHeadModel whose LayerNorms and biases are not the trivial init, so
-    that a mix-up of ``w`` and ``b``, or a missing bias, cannot pass unnoticed."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(1)
-    hf = GPT2LMHeadModel(
-        GPT2Config(
-            n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, n_positions=n_ctx
-        )
+    """A small random GPT2LMHeadModel drawn as the offline reference is: no LayerNorm or bias
+    at its trivial value, so that a mix-up of ``w`` and ``b``, or a missing bias, fails."""
+    return random_gpt2_hf(
+        seed=1, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, n_positions=n_ctx
     ).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "ln_" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return hf
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +48,7 @@ def small():
 
 def test_odd_shape_every_hook_matches_bridge(odd_shape):
     hf, bridge = odd_shape
-    model = GPT.from_hf(hf)
+    model = from_hf(hf)
     assert model.cfg.n_layers == 3 and model.cfg.n_heads == 6 and model.cfg.d_head == 8
     tokens = torch.tensor([[50256, 464, 3290, 318, 257, 922, 11, 290, 340, 13]])
     with torch.no_grad():
@@ -72,14 +62,14 @@ def test_odd_shape_every_hook_matches_bridge(odd_shape):
 
 def test_from_bridge_equals_from_hf(odd_shape):
     hf, bridge = odd_shape
-    a, b = GPT.from_hf(hf), GPT.from_bridge(bridge)
+    a, b = from_hf(hf), from_bridge(bridge)
     for (name, p), (name_b, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert name == name_b
         torch.testing.assert_close(p, q, atol=0, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_gpt2_small_matches_reference(reference):
-    model = GPT.from_bridge(reference.bridge)
+    model = from_bridge(reference.bridge)
     assert model.cfg == GPTConfig.gpt2_small()
     tokens = reference.to_tokens("The quick brown fox jumps over the lazy dog.")
     with torch.no_grad():
@@ -102,7 +92,7 @@ PRETRAINED_REACHABLE = hf_weights_cached("gpt2") or hub_reachable()
 )
 def test_pretrained_hello_world_loss():
     """TransformerLens's known figure: GPT-2 small's loss on "Hello world!" with BOS."""
-    model = GPT.from_pretrained("gpt2")
+    model = from_pretrained("gpt2")
     tokens = torch.tensor([[50256, 15496, 995, 0]])  # <|endoftext|>Hello world!
     with torch.no_grad():
         logits = model(tokens)
@@ -116,10 +106,10 @@ def test_from_pretrained_fails_fast_offline():
 
     start = time.perf_counter()
     with pytest.raises(OSError, match="'gpt2' are not in the Hugging Face cache"):
-        GPT.from_pretrained("gpt2")
+        from_pretrained("gpt2")
     assert time.perf_counter() - start < 10
     with pytest.raises(ValueError, match="name='gpt3'"):
-        GPT.from_pretrained("gpt3")
+        from_pretrained("gpt3")
 
 
 def test_sdpa_equals_einsum(small):

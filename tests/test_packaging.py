@@ -69,7 +69,10 @@ PACKAGE = ROOT / "minigpt"
 SUPPORT = {"notebook", "exercises", "zoo", "device", "assets", "files"}
 # Looks ahead that a chapter takes on purpose: chapter 00 runs the finished model once, to
 # show the comparison tool catching a dropped bias before the reader builds anything.
-PREVIEWS = {"00": {"model"}}
+PREVIEWS = {"00": {"model", "formats/hf_model"}}
+# The model and the tokenizer the book teaches: none of them reaches the formats room.
+CORE = ("config", "embed", "attention", "kv_cache", "mlp", "layernorm", "block", "model", "bpe",
+        "tokenizer")  # fmt: skip
 
 
 def _chapter_table() -> dict[str, list[str]]:
@@ -78,25 +81,39 @@ def _chapter_table() -> dict[str, list[str]]:
     for line in (ROOT / "README.md").read_text().splitlines():
         match = re.match(r"\| (\d\d) \| `book/[^`]+` \| (.*?) \|", line)
         if match:
-            rows[match[1]] = re.findall(r"`([a-z_]+)\.py`", match[2])
+            rows[match[1]] = re.findall(r"`([a-z0-9_/]+)\.py`", match[2])
     return rows
 
 
 def _minigpt_imports(source: str) -> set[str]:
-    """The minigpt modules a piece of code imports (first level below the package)."""
+    """The minigpt modules a piece of code imports, anywhere in it, named as in the README's
+    table: ``model`` for ``minigpt.model``, ``formats/hf_model`` for a module of the room."""
     import ast
+
+    def named(module: str) -> str:
+        parts = module.split(".")[1:]
+        return "/".join(parts[:2]) if parts[0] in ROOMS else parts[0]
 
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minigpt"):
-            parts = node.module.split(".")
-            if len(parts) > 1:
-                found.add(parts[1])
+            if "." in node.module:
+                found.add(named(node.module))
             else:
                 found.update(a.name for a in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("minigpt."))
+            found.update(named(a.name) for a in node.names if a.name.startswith("minigpt."))
     return found
+
+
+ROOMS = ("formats",)  # subpackages whose modules the chapter table lists one by one
+
+
+def _modules() -> set[str]:
+    """Every module of the package, named as in the README's table."""
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "generate"}  # a -m shim
+    rooms = {f"{r}/{p.stem}" for r in ROOMS for p in (PACKAGE / r).glob("*.py")}
+    return top | {m for m in rooms if not m.endswith("__init__")}
 
 
 def test_each_module_is_in_the_table_and_has_its_test_file():
@@ -104,12 +121,29 @@ def test_each_module_is_in_the_table_and_has_its_test_file():
     assert sorted(table) == [f"{i:02d}" for i in range(9)]
     listed = [m for mods in table.values() for m in mods]
     assert len(listed) == len(set(listed)), "a module is listed under two chapters"
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "generate"}  # a -m shim
+    modules = _modules()
     assert modules - SUPPORT == set(listed), "README's chapter table and minigpt/ disagree"
     for module in sorted(modules):
-        assert (ROOT / "tests" / f"test_{module}.py").is_file(), (
-            f"tests/test_{module}.py is missing"
-        )
+        test = f"test_{module.replace('/', '_')}.py"
+        assert (ROOT / "tests" / test).is_file(), f"tests/{test} is missing"
+
+
+def test_the_core_never_reaches_the_formats_room():
+    """No core module imports the formats room, at the top or inside a function, directly or
+    through another module: the model and tokenizer a reader studies stand on their own."""
+    graph = {m: _minigpt_imports((PACKAGE / f"{m}.py").read_text()) for m in _modules()}
+    for start in CORE:
+        seen, todo = set(), [start]
+        while todo:
+            module = todo.pop()
+            for dep in graph.get(module, ()):
+                assert not dep.startswith("formats"), f"{start} reaches {dep} through {module}"
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        source = (PACKAGE / f"{start}.py").read_text()
+        for dynamic in ("import_module", "__import__"):  # an import the AST walk cannot see
+            assert dynamic not in source, f"minigpt/{start}.py imports through {dynamic}"
 
 
 def test_each_chapter_imports_only_its_own_and_earlier_modules():

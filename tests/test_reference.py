@@ -14,6 +14,7 @@ import torch
 
 from minigpt import reference as reference_module
 from minigpt.assets import gpt2_bpe_files
+from minigpt.formats import hf_model as hf_model_module
 from minigpt.reference import (
     BOS_ID,
     HELLO_WORLD,
@@ -167,22 +168,22 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone():
 
 
 def test_offline_decision_is_fast(monkeypatch):
-    monkeypatch.setattr(reference_module, "hf_weights_cached", lambda name: False)
+    monkeypatch.setattr(hf_model_module, "hf_weights_cached", lambda name: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    if reference_module.hub_reachable():
+    if hf_model_module.hub_reachable():
         pytest.skip("the Hugging Face hub is reachable from here")
     import transformers  # noqa: F401  (importing it costs seconds in every mode: not the decision)
 
     start = time.perf_counter()
-    model, reason = reference_module.load_pretrained_hf()
+    model, reason = hf_model_module.load_pretrained_hf()
     elapsed = time.perf_counter() - start
     assert model is None and "unreachable" in reason
     assert elapsed < 3.0, f"deciding that the hub is unreachable took {elapsed:.1f} s (limit 3 s)"
 
 
 def test_forcing_pretrained_where_unreachable_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(reference_module, "hf_weights_cached", lambda name: False)
-    monkeypatch.setattr(reference_module, "hub_reachable", lambda timeout=1.5: False)
+    monkeypatch.setattr(hf_model_module, "hf_weights_cached", lambda name: False)
+    monkeypatch.setattr(hf_model_module, "hub_reachable", lambda timeout=1.5: False)
     monkeypatch.setenv("MINIGPT_WEIGHTS", "pretrained")
     monkeypatch.setattr(reference_module, "_LOADED", {})
     with pytest.raises(

@@ -284,14 +284,14 @@ def agree_until_near_tie(ours, theirs, hf_model, prompt_len, name, margin=1e-4):
 
 @pytest.mark.slow
 def test_gpt2_small_greedy_equals_hugging_face_and_bridge(reference):
-    from minigpt.model import GPT
+    from minigpt.formats.hf_model import from_hf
 
     texts = ["The quick brown fox jumps over", "In the beginning God created the",
              "Once upon a time there was a"]  # fmt: skip
     rows = [reference.to_tokens(t)[0] for t in texts]
     n = min(len(r) for r in rows)
     tokens = torch.stack([r[:n] for r in rows])
-    model = GPT.from_hf(reference.hf_model).eval()
+    model = from_hf(reference.hf_model).eval()
     ours = generate(model, tokens, 50, temperature=0)
     assert ours.shape == (3, n + 50)
     hf = reference.hf_model.generate(tokens, attention_mask=torch.ones_like(tokens),

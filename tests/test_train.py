@@ -77,7 +77,8 @@ def test_initial_loss_is_close_to_log_vocab_size():
 def test_loss_and_every_gradient_match_hugging_face():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from minigpt.weights import hf_to_tl_state_dict
+    from minigpt.formats.gpt2_weights import hf_to_tl_state_dict
+    from minigpt.formats.hf_model import from_hf
 
     torch.manual_seed(0)
     hf_cfg = GPT2Config(
@@ -85,7 +86,7 @@ def test_loss_and_every_gradient_match_hugging_face():
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )  # fmt: skip
     hf = GPT2LMHeadModel(hf_cfg).eval()
-    ours = GPT.from_hf(hf)
+    ours = from_hf(hf)
     tokens = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
     hf_loss = hf(input_ids=tokens, labels=tokens).loss  # HF shifts the labels itself
     our_loss = lm_loss(ours(tokens[:, :-1]), tokens[:, 1:])

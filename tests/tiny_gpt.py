@@ -10,7 +10,7 @@ def make_tiny():
     """A 2-layer GPT-2 with a 97-token vocabulary: ``(ours, Hugging Face's)``, same weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from minigpt.model import GPT
+    from minigpt.formats.hf_model import from_hf
 
     torch.manual_seed(0)
     config = GPT2Config(n_embd=64, n_head=4, n_layer=2, n_positions=48, vocab_size=97,
@@ -18,7 +18,7 @@ def make_tiny():
     hf = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         hf.transformer.wte.weight[EOS] *= 4  # make the end token likely enough to be chosen
-    return GPT.from_hf(hf).eval(), hf
+    return from_hf(hf).eval(), hf
 
 
 def prompts(batch: int = 3, pos: int = 6, seed: int = 1) -> torch.Tensor:

@@ -11,9 +11,9 @@ from minigpt.analysis import parameter_count
 from minigpt.attention import Attention
 from minigpt.compare import compare_tensors
 from minigpt.config import GPTConfig
+from minigpt.formats.gpt2_weights import load_tl_parameters
 from minigpt.layernorm import LayerNorm
 from minigpt.mlp import MLP
-from minigpt.weights import load_tl_parameters
 
 LN_ATOL, LN_RTOL = 1e-5, 1e-4  # float32 LayerNorms agree to ~1e-6; the usual slips miss by more
 BLOCK_ATOL, BLOCK_RTOL = 1e-4, 1e-3  # the book's tolerances for activations

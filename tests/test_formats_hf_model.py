@@ -1,5 +1,6 @@
-"""Moving weights into a GPT (minigpt.weights): Hugging Face's layout split into
-TransformerLens's, every key and shape checked."""
+"""Hugging Face's GPT-2 folders (minigpt.formats.hf_model): a GPT written with
+save_pretrained and read back with from_pretrained or transformers, its digest checked;
+the reference from a local folder; ``minigpt-train --export``."""
 
 from __future__ import annotations
 
@@ -11,93 +12,18 @@ import torch
 
 from minigpt import reference as reference_module
 from minigpt.config import GPTConfig
+from minigpt.formats.hf_model import (
+    FOLD_FILE,
+    from_hf,
+    from_pretrained,
+    save_pretrained,
+)
 from minigpt.model import GPT
 from minigpt.reference import GPT2_PATH_ENV, ReferenceUnavailable, _boot_bridge, load_reference
 from minigpt.tokenizer import EOT, BPETokenizer, gpt2_tokenizer
-from minigpt.weights import (
-    FOLD_FILE,
-    hf_to_tl_state_dict,
-    hf_weights_cached,
-    load_tl_parameters,
-    tl_to_hf_state_dict,
-)
-
-
-def _random_hf(n_layer: int, n_head: int, n_embd: int, vocab: int = 50257, n_ctx: int = 64):
-    """A random GPT2LMHeadModel whose LayerNorms and biases are not the trivial init, so
-    that a mix-up of ``w`` and ``b``, or a missing bias, cannot pass unnoticed."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(1)
-    hf = GPT2LMHeadModel(
-        GPT2Config(
-            n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, n_positions=n_ctx
-        )
-    ).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "ln_" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return hf
-
-
-def test_from_hf_is_strict():
-    hf = _random_hf(n_layer=1, n_head=2, n_embd=16, vocab=50, n_ctx=8)
-    model = GPT.from_hf(hf)
-    state = dict(hf.state_dict())
-    from minigpt.weights import hf_to_tl_state_dict, load_tl_parameters
-
-    missing = {k: v for k, v in state.items() if "c_fc.bias" not in k}
-    with pytest.raises(KeyError, match="h.0.mlp.c_fc.bias"):
-        hf_to_tl_state_dict(missing, n_layers=1, n_heads=2)
-    with pytest.raises(ValueError, match="unexpected keys.*h.0.extra"):
-        hf_to_tl_state_dict({**state, "transformer.h.0.extra": torch.zeros(1)}, 1, 2)
-    params = dict(model.named_parameters())
-    bad = {**params, "unembed.b_U": torch.zeros(49)}
-    with pytest.raises(ValueError, match=r"unembed.b_U: source shape \(49,\), model shape \(50,\)"):
-        load_tl_parameters(model, bad)
-    with pytest.raises(ValueError, match="missing.*ln_final.w"):
-        load_tl_parameters(model, {k: v for k, v in params.items() if k != "ln_final.w"})
-
-
-def test_hf_layout_is_split_into_heads_by_hand():
-    hf = _random_hf(n_layer=2, n_head=2, n_embd=8, vocab=11, n_ctx=5)
-    state = hf.state_dict()
-    tl = hf_to_tl_state_dict(state, n_layers=2, n_heads=2)
-    c_attn = state["transformer.h.1.attn.c_attn.weight"]  # [d_model, 3 * d_model]: q | k | v
-    c_bias = state["transformer.h.1.attn.c_attn.bias"]
-    for i, name in enumerate("QKV"):
-        W, b = tl[f"blocks.1.attn.W_{name}"], tl[f"blocks.1.attn.b_{name}"]
-        assert W.shape == (2, 8, 4) and b.shape == (2, 4)  # [n_heads, d_model, d_head]
-        for h in range(2):
-            cols = slice(8 * i + 4 * h, 8 * i + 4 * (h + 1))  # head h's columns of that third
-            assert torch.equal(W[h], c_attn[:, cols]) and torch.equal(b[h], c_bias[cols])
-    W_O = tl["blocks.1.attn.W_O"]
-    c_proj = state["transformer.h.1.attn.c_proj.weight"]  # [d_model (heads' z), d_model]
-    assert W_O.shape == (2, 4, 8) and torch.equal(W_O[1], c_proj[4:8])
-    assert torch.equal(tl["unembed.W_U"], state["transformer.wte.weight"].T)  # tied
-    assert torch.equal(tl["unembed.b_U"], torch.zeros(11))  # GPT-2 has no output bias
-    assert torch.equal(tl["blocks.0.mlp.W_in"], state["transformer.h.0.mlp.c_fc.weight"])
-    model = GPT.from_hf(hf)
-    assert set(tl) == {name for name, _ in model.named_parameters()}
-
-
-def test_load_tl_parameters_with_a_prefix_and_the_cache_check():
-    model = GPT.from_hf(_random_hf(n_layer=1, n_head=2, n_embd=8, vocab=11, n_ctx=5))
-    params = {k: v.clone() for k, v in model.named_parameters()}
-    fresh = GPT(model.cfg)
-    load_tl_parameters(fresh.blocks[0].mlp, params, prefix="blocks.0.mlp.")  # one part only
-    assert torch.equal(fresh.blocks[0].mlp.W_in, params["blocks.0.mlp.W_in"])
-    assert not torch.equal(fresh.blocks[0].attn.W_Q, params["blocks.0.attn.W_Q"])
-    with pytest.raises(ValueError, match=r"no parameter name starts with prefix='blocks.7.'"):
-        load_tl_parameters(fresh.blocks[0].mlp, params, prefix="blocks.7.")
-    with pytest.raises(ValueError, match=r"key mismatch under 'blocks.0.'"):
-        load_tl_parameters(fresh.blocks[0].mlp, params, prefix="blocks.0.")
-    assert hf_weights_cached("minigpt-tests/no-such-model") is False  # the local cache only
-
 
 # --------------------------------------------------------------------------------------
-# A GPT as a Hugging Face GPT-2 folder and back (GPT.save_pretrained / GPT.from_pretrained),
+# A GPT as a Hugging Face GPT-2 folder and back (save_pretrained / from_pretrained),
 # its tokenizer for transformers' AutoTokenizer, the reference from a local folder
 # (load_reference(path=...), $MINIGPT_GPT2_PATH) and ``minigpt-train --export``.
 # --------------------------------------------------------------------------------------
@@ -173,7 +99,7 @@ def test_transformers_gives_our_logits(tmp_path, small_tokenizer, variant):
     from safetensors import safe_open
 
     model = _model(small_tokenizer.vocab_size, variant)
-    folder = model.save_pretrained(tmp_path / "hf", tokenizer=small_tokenizer)
+    folder = save_pretrained(model, tmp_path / "hf", tokenizer=small_tokenizer)
     config = json.loads((folder / "config.json").read_text())
     assert config["tie_word_embeddings"] is (variant == "tied")
     assert config["activation_function"] == "gelu_new" and config["n_inner"] == 256
@@ -189,20 +115,9 @@ def test_transformers_gives_our_logits(tmp_path, small_tokenizer, variant):
     assert ours.abs().max() > 0.1  # not a trivially small comparison
 
 
-def test_tl_and_hf_layouts_are_inverse():
-    model = _model(101, "untied")
-    params = dict(model.named_parameters())
-    back = hf_to_tl_state_dict(tl_to_hf_state_dict(params, 4), n_layers=2, n_heads=4)
-    assert back.keys() == params.keys()
-    for name, p in params.items():
-        assert torch.equal(back[name], p), name
-    with pytest.raises(ValueError, match="unembed.b_U is not zero"):
-        tl_to_hf_state_dict(dict(_model(101, "bias").named_parameters()), 4)
-
-
 def test_refusing_to_fold_the_unembedding_bias(tmp_path):
     with pytest.raises(ValueError, match=r"non-zero unembedding bias \(unembed.b_U\)"):
-        _model(101, "bias").save_pretrained(tmp_path / "x", fold_unembed_bias=False)
+        save_pretrained(_model(101, "bias"), tmp_path / "x", fold_unembed_bias=False)
     assert not (tmp_path / "x").exists()
 
 
@@ -218,7 +133,7 @@ def test_auto_tokenizer_gives_our_ids(tmp_path, small_tokenizer, which):
         pattern = r"\w+|\s+|[^\w\s]+" if which == "other-pattern" else None
         tok = BPETokenizer.train(TEXT, 330, pattern=pattern, special_tokens=(EOT, "<|pad|>"))
     model = _model(tok.vocab_size, "untied")
-    folder = model.save_pretrained(tmp_path / which, tokenizer=tok)
+    folder = save_pretrained(model, tmp_path / which, tokenizer=tok)
     hf_tok = AutoTokenizer.from_pretrained(str(folder))
     assert len(hf_tok) == tok.vocab_size
     assert hf_tok.eos_token == EOT and hf_tok.eos_token_id == tok.eot_id
@@ -234,23 +149,40 @@ def test_auto_tokenizer_gives_our_ids(tmp_path, small_tokenizer, which):
 
 def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path, small_tokenizer):
     with pytest.raises(ValueError, match="320 ids, the model only d_vocab=101"):
-        _model(101, "untied").save_pretrained(tmp_path / "x", tokenizer=small_tokenizer)
+        save_pretrained(_model(101, "untied"), tmp_path / "x", tokenizer=small_tokenizer)
 
 
-# -- (b) and back: GPT.from_pretrained ========================================================
+# -- (b) and back: from_pretrained ============================================================
 
 
 @pytest.mark.parametrize("variant", ["tied", "untied", "bias"])
 def test_from_pretrained_gives_the_same_parameters(tmp_path, variant):
     model = _model(101, variant)
-    folder = model.save_pretrained(tmp_path / "hf")
-    back = GPT.from_pretrained(folder)
+    folder = save_pretrained(model, tmp_path / "hf")
+    back = from_pretrained(folder)
     assert not back.training and back.cfg == model.cfg
     ours, theirs = model.state_dict(), back.state_dict()
     assert ours.keys() == theirs.keys()
     for name, value in ours.items():
         assert torch.equal(theirs[name], value), name
-    assert torch.equal(GPT.from_pretrained(str(folder)).unembed.b_U, model.unembed.b_U)
+    assert torch.equal(from_pretrained(str(folder)).unembed.b_U, model.unembed.b_U)
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(tmp_path):
+    """save_pretrained writes the SHA-256 of the tensors into model.safetensors' header; one
+    flipped bit in a weight is refused by name, where it would otherwise load silently."""
+    from safetensors import safe_open
+
+    folder = save_pretrained(_model(101, "untied"), tmp_path / "hf")
+    path = folder / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        assert len(f.metadata()["minigpt_sha256"]) == 64
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x01  # the low bit of a byte deep in the last tensor: still a valid float
+    path.write_bytes(bytes(raw))
+    _hf(folder)  # transformers reads it without a word: the damage is silent there
+    with pytest.raises(ValueError, match=r"model.safetensors is damaged.*SHA-256"):
+        from_pretrained(folder)
 
 
 def test_folded_weights_saved_again_by_transformers(tmp_path):
@@ -258,7 +190,7 @@ def test_folded_weights_saved_again_by_transformers(tmp_path):
     while the folded tensors are the ones it was written beside; once they change, it is
     ignored with a warning and the model gets the folded weights: the same logits either way."""
     model = _model(101, "bias")
-    folder = model.save_pretrained(tmp_path / "hf")
+    folder = save_pretrained(model, tmp_path / "hf")
     hf = _hf(folder)
     tokens = _tokens(101)
     for tensor in (hf.transformer.h[0].mlp.c_fc.bias, hf.lm_head.weight):
@@ -267,10 +199,10 @@ def test_folded_weights_saved_again_by_transformers(tmp_path):
         hf.save_pretrained(str(folder))
         if tensor is hf.lm_head.weight:
             with pytest.warns(UserWarning, match="minigpt.safetensors was written beside other"):
-                back = GPT.from_pretrained(folder)
+                back = from_pretrained(folder)
             assert not back.unembed.b_U.any()
         else:
-            back = GPT.from_pretrained(folder)
+            back = from_pretrained(folder)
             assert torch.equal(back.unembed.b_U, model.unembed.b_U)
         with torch.no_grad():
             torch.testing.assert_close(back(tokens), hf(tokens).logits, atol=ATOL, rtol=0)
@@ -292,8 +224,8 @@ def test_reads_a_gpt2_copied_by_hand(tmp_path):
     folder = tmp_path / "gpt2-copy"
     hf.config.save_pretrained(str(folder))
     torch.save(state, folder / "pytorch_model.bin")
-    model = GPT.from_pretrained(folder)
-    expected = GPT.from_hf(hf)
+    model = from_pretrained(folder)
+    expected = from_hf(hf)
     for (name, p), q in zip(model.named_parameters(), expected.parameters(), strict=True):
         assert torch.equal(p, q), name
     tokens = _tokens(101)
@@ -305,17 +237,17 @@ def test_exporting_into_a_folder_with_files(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    _model(101, "bias").save_pretrained(folder)
+    save_pretrained(_model(101, "bias"), folder)
     assert (folder / FOLD_FILE).is_file()
     model = _model(101, "untied", seed=1)
-    model.save_pretrained(folder)  # replaces the files; the stale fold file goes
+    save_pretrained(model, folder)  # replaces the files; the stale fold file goes
     assert (folder / "notes.txt").read_text() == "mine" and not (folder / FOLD_FILE).exists()
     assert sorted(p.name for p in folder.iterdir()) == [
         "config.json",
         "model.safetensors",
         "notes.txt",
     ]
-    assert torch.equal(GPT.from_pretrained(folder).unembed.W_U, model.unembed.W_U)
+    assert torch.equal(from_pretrained(folder).unembed.W_U, model.unembed.W_U)
 
 
 # -- (c) TransformerLens boots on the folder ==================================================
@@ -326,7 +258,7 @@ def test_bridge_boots_on_the_folder(tmp_path, small_tokenizer, variant):
     from transformers import AutoTokenizer
 
     model = _model(small_tokenizer.vocab_size, variant)
-    folder = model.save_pretrained(tmp_path / "hf", tokenizer=small_tokenizer)
+    folder = save_pretrained(model, tmp_path / "hf", tokenizer=small_tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bridge = _boot_bridge(
@@ -359,7 +291,7 @@ def isolated_reference(monkeypatch):
 def test_load_reference_from_a_folder(tmp_path, isolated_reference):
     """A GPT-2-vocabulary, 2-layer 64-wide model stands in for GPT-2 small (124M, ~10 s)."""
     model = _model(50257, "tied")
-    folder = model.save_pretrained(tmp_path / "gpt2-local")
+    folder = save_pretrained(model, tmp_path / "gpt2-local")
     ref = load_reference(path=folder, device="cpu")
     assert ref.weights == "pretrained" and ref.pretrained and ref.path == str(folder)
     assert str(folder) in ref.reason and str(folder) in ref.summary()
@@ -381,9 +313,9 @@ def test_load_reference_from_a_folder(tmp_path, isolated_reference):
 def test_missing_or_broken_folders_are_errors_naming_them(tmp_path, isolated_reference):
     missing = tmp_path / "no-such-folder"
     with pytest.raises(FileNotFoundError, match=f"model folder {missing} does not exist"):
-        GPT.from_pretrained(missing)
+        from_pretrained(missing)
     with pytest.raises(ValueError, match="name='gpt3' is not one of gpt2.*nor a folder"):
-        GPT.from_pretrained("gpt3")
+        from_pretrained("gpt3")
     with pytest.raises(
         ReferenceUnavailable, match=f"folder {missing} \\(given by the path argument\\) does not"
     ):
@@ -396,44 +328,42 @@ def test_missing_or_broken_folders_are_errors_naming_them(tmp_path, isolated_ref
     isolated_reference.delenv(GPT2_PATH_ENV)
 
     config_only = tmp_path / "config-only"
-    _model(50257, "tied").save_pretrained(config_only)
+    save_pretrained(_model(50257, "tied"), config_only)
     (config_only / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=f"{config_only} holds no weights"):
-        GPT.from_pretrained(config_only)
+        from_pretrained(config_only)
     with pytest.raises(ReferenceUnavailable, match=f"{config_only} .*holds no weights"):
         load_reference(path=config_only, device="cpu")
 
     # config.json says 3 layers, the weights hold 2
     short = tmp_path / "short"
-    _model(50257, "tied").save_pretrained(short)
+    save_pretrained(_model(50257, "tied"), short)
     config = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
-    with pytest.raises(
-        ValueError, match=r"short/model.safetensors: .* no 'h.2.attn.c_attn.weight'"
-    ):
-        GPT.from_pretrained(short)
+    with pytest.raises(ValueError, match=r"short/model.safetensors: .* no 'h.2.ln_1.weight'"):
+        from_pretrained(short)
     with pytest.raises(ReferenceUnavailable, match=f"{short} .*holds incomplete"):
         load_reference(path=short, device="cpu")
 
     truncated = tmp_path / "truncated"
-    _model(50257, "tied").save_pretrained(truncated)
+    save_pretrained(_model(50257, "tied"), truncated)
     data = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=f"the weights in {truncated} cannot be read"):
-        GPT.from_pretrained(truncated)
+        from_pretrained(truncated)
     with pytest.raises(ReferenceUnavailable, match=f"{truncated} .*cannot be loaded as GPT-2"):
         load_reference(path=truncated, device="cpu")
 
     small_vocab = tmp_path / "small-vocab"
-    _model(101, "tied").save_pretrained(small_vocab)
+    save_pretrained(_model(101, "tied"), small_vocab)
     with pytest.raises(ReferenceUnavailable, match="vocab_size=101; the reference uses GPT-2's"):
         load_reference(path=small_vocab, device="cpu")
     (small_vocab / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
-        GPT.from_pretrained(small_vocab)
+        from_pretrained(small_vocab)
     (small_vocab / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="activation_function='relu'"):
-        GPT.from_pretrained(small_vocab)
+        from_pretrained(small_vocab)
 
 
 # -- (f) minigpt-train --export ==============================================================
@@ -461,7 +391,7 @@ def test_train_cli_exports_the_finished_model(tmp_path, capsys):
     tokens = _tokens(trained.cfg.d_vocab)[:, :16]
     with torch.no_grad():
         torch.testing.assert_close(hf(tokens).logits, trained(tokens), atol=ATOL, rtol=0)
-    back = GPT.from_pretrained(export)
+    back = from_pretrained(export)
     for name, value in trained.state_dict().items():
         assert torch.equal(back.state_dict()[name], value), name
     tokenizer_name = load_checkpoint(checkpoint)["meta"]["tokenizer"]
