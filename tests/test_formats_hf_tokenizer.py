@@ -1,0 +1,121 @@
+"""Hugging Face's tokenizer.json (minigpt.formats.hf_tokenizer): files written through the
+tokenizers library read back to the same tokenizer, files Hugging Face wrote give its ids
+exactly, and bad or mistyped files are named errors."""
+
+# ruff: noqa: F811 (the fixtures imported from other test files are the tests' parameters)
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_formats_renumbered import assert_same_ids, same_layout, shift, shifted, shifted_files  # noqa: F401 (fixtures)
+from test_tokenizer import gpt2, gpt2_ids, sample, small, small_cl100k, texts  # noqa: F401 (fixtures)
+
+from minigpt.assets import read_gpt2_bpe
+from minigpt.formats.hf_tokenizer import read_tokenizer_json, save_hf_tokenizer
+from minigpt.tokenizer import EOT, BPETokenizer, TokenizerFileError
+
+
+def tokenizer_json(tok: BPETokenizer, folder: Path) -> Path:
+    """``tok`` written by :func:`save_hf_tokenizer` (checked there), its tokenizer.json."""
+    pytest.importorskip("transformers")
+    save_hf_tokenizer(tok, folder)
+    return folder / "tokenizer.json"
+
+
+# -- Hugging Face tokenizer.json -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["small", "gpt2", "shifted", "cl100k"])
+def test_hf_round_trip(which, tmp_path, texts, small, gpt2, shifted, small_cl100k):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = {"small": small, "gpt2": gpt2, "shifted": shifted, "cl100k": small_cl100k}[which]
+    path = tokenizer_json(tok, tmp_path)
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    expected = [tok.encode(t, allowed_special="all") for t in texts]
+    for text, ids in zip(texts, expected):  # Hugging Face always splits out added tokens
+        assert hf.encode(text).ids == ids, text[:60]
+        assert hf.decode(ids, skip_special_tokens=False) == text
+    back = read_tokenizer_json(path)
+    assert same_layout(back, tok)
+    assert_same_ids(back, texts, expected)
+
+
+@pytest.mark.parametrize("which", ["small", "shifted"])
+def test_transformers_fast_tokenizer_reads_our_file(which, tmp_path, texts, small, shifted):
+    transformers = pytest.importorskip("transformers")
+    tok = {"small": small, "shifted": shifted}[which]
+    path = tokenizer_json(tok, tmp_path)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path))
+    assert len(fast) == tok.vocab_size
+    for text in texts:
+        assert fast.encode(text) == tok.encode(text, allowed_special="all"), text[:60]
+
+
+def test_hf_file_written_by_hugging_face_gives_its_ids(tmp_path, texts, gpt2_ids):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+
+    encoder, merges = read_gpt2_bpe()
+    shifted_vocab = {t: 0 if t == EOT else i + 1 for t, i in encoder.items()}
+    hf = tokenizers.Tokenizer(models.BPE(vocab=shifted_vocab, merges=merges))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    tok = read_tokenizer_json(path)
+    assert tok.eot_id == 0
+    for text, ids in zip(texts, gpt2_ids):
+        assert tok.encode(text, allowed_special="all") == hf.encode(text).ids == shift(ids)
+
+
+def test_gpt2_tokenizer_json_from_transformers(tmp_path, gpt2):
+    from minigpt.reference import gpt2_hf_tokenizer
+
+    path = tmp_path / "gpt2.json"
+    gpt2_hf_tokenizer().backend_tokenizer.save(str(path))  # merges as lists; a no-op template
+    tok = read_tokenizer_json(path)
+    assert type(tok) is BPETokenizer and same_layout(tok, gpt2)
+
+
+def edit_json(path: Path, edit) -> Path:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["model"].update(type="WordPiece"), "not a BPE tokenizer.json"),
+        (lambda d: d.update(normalizer={"type": "NFC"}), "a NFC normalizer"),
+        (lambda d: d["model"].update(byte_fallback=True), "model.byte_fallback=true"),
+        (lambda d: d.update(pre_tokenizer={"type": "Whitespace"}), "a Whitespace pre-tokenizer"),
+        (
+            lambda d: d.update(
+                post_processor={
+                    "type": "TemplateProcessing",
+                    "single": [
+                        {"SpecialToken": {"id": EOT, "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}},
+                    ],
+                }  # fmt: skip
+            ),
+            "TemplateProcessing post-processor that adds tokens",
+        ),
+        (
+            lambda d: d["model"]["merges"].append("Ġthe Ġthe"),
+            r"model.merges\[\d+\] makes 'ĠtheĠthe' .*which is not in",
+        ),
+        (lambda d: d["model"]["merges"].append(["a"]), "is not a pair of tokens"),
+    ],
+)
+def test_bad_hf_files(edit, message, tmp_path, small):
+    path = edit_json(tokenizer_json(small, tmp_path), edit)
+    with pytest.raises(TokenizerFileError, match=message) as info:
+        read_tokenizer_json(path)
+    assert str(path) in str(info.value)
