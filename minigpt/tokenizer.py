@@ -66,6 +66,7 @@ FILE_VERSION = 2  # 2: carries a checksum of its content
 # (with the last two pre-tokens and any trailing whitespace): a pre-token near the end of
 # a piece may still grow, or be split differently, once the next piece is there.
 STREAM_MARGIN = 8
+_SPACE = regex.compile(r"\s")  # the stream never cuts text right after one of these
 
 
 class TokenizerFileError(ValueError):
@@ -414,10 +415,7 @@ class BPETokenizer:
         the stream reaches it, after the ids before it have been yielded. The stream is cut
         by :meth:`stream_parts`; each part is encoded as it comes.
         """
-        parts = self.stream_parts(
-            texts, allowed_special=allowed_special, disallowed_special=disallowed_special
-        )
-        return self._encode_parts(parts)
+        return self._encode_parts(self._parts(texts, allowed_special, disallowed_special))
 
     def _encode_parts(self, parts: Iterator[str | int]) -> Iterator[int]:
         for part in parts:
@@ -450,6 +448,9 @@ class BPETokenizer:
         has come (so a long pre-token in small pieces costs linear time, not quadratic),
         and the last piece is never scanned for a cut: it is final.
         """
+        return self._parts(texts, allowed_special, disallowed_special)
+
+    def _parts(self, texts, allowed_special, disallowed_special) -> Iterator[str | int]:
         if isinstance(texts, str):
             raise TypeError(
                 "encode_iterable expects an iterable of str pieces; use encode for a str"
@@ -523,9 +524,10 @@ class BPETokenizer:
     def _stable_cut(self, text, hold):
         """Where the pre-tokens of ``text`` that more text after it cannot change end.
 
-        Encoding ``text[:cut]`` on its own gives the same pre-tokens as in the whole: ``cut``
-        is a pre-token boundary, and the pattern's look-ahead (``\\s+(?!\\S)``) sees, at the
-        end of ``text[:cut]``, what it would have matched anyway."""
+        The cut is a pre-token boundary with no whitespace just before it, so that encoding
+        ``text[:cut]`` on its own gives the same pre-tokens as in the whole: a pattern's
+        look-ahead (GPT-2's ``\\s+(?!\\S)``) sees the end of ``text[:cut]`` only after a
+        non-space, where it decides as it would with the text after it."""
         if self._regex is None:
             return 0  # one chunk: nothing is final until the text ends
         # A pre-token is final if it ends STREAM_MARGIN characters and a whitespace run
@@ -540,22 +542,26 @@ class BPETokenizer:
             if k <= 0:
                 return 0
             end = len(text) - len(chunks[-1]) - len(chunks[-2])
-            while k > 0 and end > limit:
+            while k > 0 and (end > limit or _SPACE.match(text, end - 1)):
                 k -= 1
                 end -= len(chunks[k])
             return end
         # A pattern that skips characters: the same rule, match by match.
         pending = collections.deque()  # the last pre-tokens seen, not yet known to be final
-        done = 0
+        cuts = [0]  # where final pre-tokens end
         for match in self._regex.finditer(text):
             pending.append(match)
             if len(pending) > 2:
                 if pending[0].end() > limit:
                     break  # this one and all after it are carried over
-                done = pending.popleft().end()
-        if pending:
-            return pending[0].start()
-        return max(done, min(limit, len(text)))
+                cuts.append(pending.popleft().end())
+        # Skipped text after the last final pre-token may go too, up to its last non-space.
+        end = pending[0].start() if pending else max(cuts[-1], min(limit, len(text)))
+        while end > cuts[-1] and _SPACE.match(text, end - 1):
+            end -= 1
+        if end > cuts[-1]:
+            return end
+        return next(c for c in reversed(cuts) if c == 0 or not _SPACE.match(text, c - 1))
 
     # -- decoding ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from test_formats_renumbered import assert_same_ids, same_layout, shift, shifted
 from test_tokenizer import gpt2, gpt2_ids, sample, small, small_cl100k, texts  # noqa: F401 (fixtures)
 
 from minigpt.assets import read_gpt2_bpe
-from minigpt.formats.hf_tokenizer import read_tokenizer_json, save_hf_tokenizer
+from minigpt.formats.hf_tokenizer import TokenizerJsonError, read_tokenizer_json, save_hf_tokenizer
 from minigpt.tokenizer import EOT, BPETokenizer, TokenizerFileError
 
 
@@ -119,3 +119,31 @@ def test_bad_hf_files(edit, message, tmp_path, small):
     with pytest.raises(TokenizerFileError, match=message) as info:
         read_tokenizer_json(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.update(model="x"), "model"),
+        (lambda d: d["model"].update(vocab=[]), "model.vocab"),
+        (lambda d: d["model"].update(merges=[1, 2]), r"model.merges\[0\]"),
+        (lambda d: d["model"].update(merges="a b"), "model.merges"),
+        (lambda d: d.update(added_tokens="<|endoftext|>"), "added_tokens"),
+        (lambda d: d.update(added_tokens=["<|endoftext|>"]), r"added_tokens\[0\]"),
+        (lambda d: d.update(pre_tokenizer="ByteLevel"), "pre_tokenizer"),
+        (lambda d: d.update(normalizer=[]), "normalizer"),
+        (lambda d: d.update(decoder="x"), "decoder"),
+        (lambda d: d.update(post_processor=3), "post_processor"),
+        (lambda d: d["model"]["vocab"].update(a="1"), r"model.vocab\['a'\]"),
+    ],
+)
+def test_unexpected_json_types_are_named(edit, field, tmp_path, small):
+    path = edit_json(tokenizer_json(small, tmp_path), edit)
+    with pytest.raises(TokenizerJsonError, match=field) as info:
+        read_tokenizer_json(path)
+    assert str(path) in str(info.value) and isinstance(info.value, ValueError)
+
+
+def test_a_folder_where_the_file_is_expected_is_named(tmp_path):
+    with pytest.raises(TokenizerFileError, match=r"tokenizer.json file .* is a folder"):
+        read_tokenizer_json(tmp_path)

@@ -9,6 +9,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import regex
 from test_formats_renumbered import (  # noqa: F401 (fixtures)
     assert_same_ids,
     gpt2_files,
@@ -20,9 +21,9 @@ from test_formats_renumbered import (  # noqa: F401 (fixtures)
 from test_tokenizer import gpt2, gpt2_ids, sample, small, small_cl100k, texts  # noqa: F401 (fixtures)
 
 from minigpt.assets import gpt2_bpe_files
-from minigpt.bpe import split_by_ranks
-from minigpt.formats.renumbered import RenumberedTokenizer, public_id
-from minigpt.formats.tiktoken_ranks import read_tiktoken, write_tiktoken
+from minigpt.bpe import GPT2_PATTERN, split_by_ranks
+from minigpt.formats.renumbered import MAX_UNUSED_IDS, RenumberedTokenizer, public_id
+from minigpt.formats.tiktoken_ranks import R50K_PATTERN, read_tiktoken, write_tiktoken
 from minigpt.formats.vocab_merges import read_vocab_merges
 from minigpt.tokenizer import EOT, BPETokenizer, TokenizerFileError
 
@@ -101,7 +102,7 @@ def test_tiktoken_ids_may_leave_gaps(small, tmp_path):
         tok.decode([*hi, 1023])
     wider = tok.with_special_tokens(["<|pad|>"])
     assert wider.special_token_ids["<|pad|>"] == 5006 and wider.vocab_size == 5007
-    loaded = BPETokenizer.load(tok.save(tmp_path / "tok.json"))
+    loaded = RenumberedTokenizer.load(tok.save(tmp_path / "tok.json"))
     assert loaded.encode("<|fim|>", allowed_special="all") == [5005]
     assert same_layout(loaded, tok)
 
@@ -141,3 +142,27 @@ def test_split_by_ranks():
     ranks = {b"a": 0, b"b": 1, b"ab": 2, b"abb": 3, b"bb": 4}
     assert split_by_ranks(b"abb", ranks) == [b"ab", b"b"]
     assert split_by_ranks(b"bb", ranks) == [b"b", b"b"]
+
+
+def test_an_id_far_beyond_the_ranks_is_refused(small, tmp_path):
+    # One rank of 1e8 (or 1e12) in a file of 1,023 ranks: refused before any table is sized.
+    path = write_tiktoken(small, tmp_path / "tok.tiktoken")
+    lines = path.read_text().splitlines()
+    for huge in (10**8, 10**12):
+        bad = tmp_path / f"{huge}.tiktoken"
+        bad.write_text("\n".join([*lines[:-1], lines[-1].split()[0] + f" {huge}"]) + "\n")
+        with pytest.raises(TokenizerFileError, match=rf"id {huge} is out of range") as info:
+            read_tiktoken(bad)
+        assert str(bad) in str(info.value) and f"[0, {1023 + MAX_UNUSED_IDS})" in str(info.value)
+    with pytest.raises(TokenizerFileError, match=r"id 100000000 is out of range"):
+        read_tiktoken(path, {EOT: 10**8})  # a special token's id, too
+
+
+def test_a_folder_where_the_file_is_expected_is_named(tmp_path):
+    with pytest.raises(TokenizerFileError, match=r"tiktoken file .* is a folder"):
+        read_tiktoken(tmp_path)
+
+
+def test_r50k_spelling_splits_as_gpt2_pattern(texts):
+    for text in texts:
+        assert regex.findall(R50K_PATTERN, text) == regex.findall(GPT2_PATTERN, text), text[:60]

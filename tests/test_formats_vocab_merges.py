@@ -19,7 +19,7 @@ from test_formats_renumbered import (  # noqa: F401 (fixtures)
 )
 from test_tokenizer import gpt2, gpt2_ids, sample, small, small_cl100k, texts  # noqa: F401 (fixtures)
 
-from minigpt.formats.renumbered import RenumberedTokenizer, string_tables
+from minigpt.formats.renumbered import MAX_UNUSED_IDS, RenumberedTokenizer, string_tables
 from minigpt.formats.vocab_merges import read_vocab_merges, write_vocab_merges
 from minigpt.tokenizer import EOT, BPETokenizer, TokenizerFileError
 
@@ -133,3 +133,23 @@ def test_unreadable_vocab_merges(tmp_path, small):
     vocab_path.write_text("[1, 2]")
     with pytest.raises(TokenizerFileError, match="not a vocab.json"):
         read_vocab_merges(vocab_path, merges_path)
+
+
+def test_an_id_far_beyond_the_vocab_is_refused(small, tmp_path):
+    # One id of 1e8 in a small vocab.json would size a table of 1e8 entries (about 1 GB).
+    for huge in (10**8, 10**12):
+        vocab_path, merges_path = edit_files(
+            small, tmp_path / str(huge), vocab_edit=lambda v, huge=huge: v.update({EOT: huge})
+        )
+        with pytest.raises(TokenizerFileError, match=rf"id {huge} is out of range") as info:
+            read_vocab_merges(vocab_path, merges_path)
+        message = str(info.value)
+        assert str(vocab_path) in message and f"[0, {1024 + MAX_UNUSED_IDS})" in message
+
+
+def test_a_folder_where_a_file_is_expected_is_named(small, tmp_path):
+    vocab_path, merges_path = write_vocab_merges(small, tmp_path)
+    with pytest.raises(TokenizerFileError, match=r"vocab.json file .* is a folder"):
+        read_vocab_merges(tmp_path, merges_path)
+    with pytest.raises(TokenizerFileError, match=r"merges.txt file .* is a folder"):
+        read_vocab_merges(vocab_path, tmp_path)

@@ -7,9 +7,11 @@ import inspect
 import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,6 +294,9 @@ def test_corrupt_file_is_named(change, message, tmp_path, small_trained):
 def test_unreadable_files(tmp_path, small_trained):
     with pytest.raises(TokenizerFileError, match="does not exist"):
         BPETokenizer.load(tmp_path / "missing.json")
+    with pytest.raises(TokenizerFileError, match=r"is a folder; give the path of the file") as info:
+        BPETokenizer.load(tmp_path)  # a folder where the file is expected
+    assert str(tmp_path) in str(info.value)
     bad = tmp_path / "bad.json"
     bad.write_bytes(b'{"format": "minigpt-bpe", "merg')
     with pytest.raises(TokenizerFileError, match="not valid JSON"):
@@ -610,3 +615,21 @@ def test_a_tokenizer_file_with_one_merge_changed_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(TokenizerFileError, match=r"tok\.json is corrupt.*checksum.*delete it"):
         BPETokenizer.load(path)
+
+
+def test_stream_stays_linear_on_text_without_whitespace(small):
+    # 200 KB with no whitespace, in 100-character pieces: one pre-token that grows piece by
+    # piece. Looking at the held-back text again only once it has doubled keeps this linear.
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefghij") for _ in range(200_000))
+    pieces = [text[i : i + 100] for i in range(0, len(text), 100)]
+    small.clear_cache()
+    start = time.perf_counter()
+    want = small.encode(text)
+    encode_seconds = time.perf_counter() - start
+    small.clear_cache()
+    start = time.perf_counter()
+    got = list(small.encode_iterable(pieces))
+    stream_seconds = time.perf_counter() - start
+    assert got == want
+    assert stream_seconds < 5 * encode_seconds + 0.5, (stream_seconds, encode_seconds)
