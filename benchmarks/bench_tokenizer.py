@@ -38,7 +38,7 @@ from minigpt.corpus import load_corpus  # noqa: E402
 from minigpt.reference import gpt2_hf_tokenizer  # noqa: E402
 from minigpt.tokenizer import EOT, BPETokenizer, gpt2_tokenizer  # noqa: E402
 
-R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+from minigpt.formats.tiktoken_ranks import R50K_PATTERN  # tiktoken's spelling of GPT-2's pattern
 
 
 def tiktoken_gpt2() -> tiktoken.Encoding:

@@ -2,29 +2,23 @@
 
 * :class:`BPETokenizer` holds the merges (pair of ids -> new id, in the order learned),
   the byte each of the first 256 ids stands for, the pre-tokenization regex and the
-  special tokens, which always come after the learned tokens. It trains, encodes (all at
-  once, or lazily from a stream of text with :meth:`~BPETokenizer.encode_iterable`),
-  decodes, and saves itself to (and loads itself from) one JSON file. The algorithm
-  itself (pair counts, merges, training over word counts) is in :mod:`minigpt.bpe`.
-* :func:`gpt2_tokenizer` loads GPT-2's 50,000 merges from OpenAI's verified tables; its
-  ids equal tiktoken's and Hugging Face's.
-* :func:`shakespeare_tokenizer` is trained on Shakespeare's complete works once, saved
-  in the cache folder, and loaded from there by the training and sampling chapters.
-* :func:`show_tokens` draws text as coloured token spans in a notebook.
+  special tokens, which come after the learned tokens. It trains, encodes (all at once,
+  or lazily from a stream with :meth:`~BPETokenizer.encode_iterable`), decodes, and saves
+  itself to (and loads itself from) one JSON file. The algorithm is in :mod:`minigpt.bpe`.
+* :func:`gpt2_tokenizer`: GPT-2's 50,000 merges from OpenAI's verified tables (ids equal
+  tiktoken's and Hugging Face's); :func:`shakespeare_tokenizer`: trained on Shakespeare
+  once, cached, loaded by the training and sampling chapters; :func:`show_tokens`.
 
-Other tools' files (GPT-2's ``vocab.json`` + ``merges.txt``, tiktoken's rank files, Hugging
-Face's ``tokenizer.json``) are read and written in :mod:`minigpt.formats`, which this module
-never imports. Those files may number tokens in any order; a tokenizer read from one is a
-subclass kept there (:class:`minigpt.formats.renumbered.RenumberedTokenizer`) that keeps
-this class's layout inside and renames ids only at its edges. This class has one id space,
-its layout, and hooks for the subclass: the table :meth:`decode` reads (``_by_id``), the
-special tokens' ids (``_special_ids``) and :meth:`_encode_chunk`, the one place a new word
-becomes ids.
+Other tools' files are read and written in :mod:`minigpt.formats`, which this module never
+imports. Their ids may follow any order; a tokenizer read from one is a subclass there
+(:class:`minigpt.formats.renumbered.RenumberedTokenizer`) that keeps this layout inside and
+renumbers ids at the edges, through three hooks: the table :meth:`decode` reads
+(``_by_id``), the special tokens' ids (``_special_ids``) and :meth:`_encode_chunk`, the one
+place a new word becomes ids. This class itself has one id space: its layout.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import html
 import json
@@ -42,6 +36,9 @@ from minigpt.bpe import (
     Pair,
     bpe_word,
     bytes_to_unicode,
+    cut_stream,
+    special_splitter,
+    split_on,
     train_merges,
     word_counts_of,
 )
@@ -62,11 +59,6 @@ EOT = "<|endoftext|>"  # GPT-2's end-of-text token (id 50256), also used as begi
 CACHE_LIMIT = 200_000  # words kept in the per-tokenizer encode cache
 FILE_FORMAT = "minigpt-bpe"
 FILE_VERSION = 2  # 2: carries a checksum of its content
-# The stream keeps at least this many characters of each piece back for the next one
-# (with the last two pre-tokens and any trailing whitespace): a pre-token near the end of
-# a piece may still grow, or be split differently, once the next piece is there.
-STREAM_MARGIN = 8
-_SPACE = regex.compile(r"\s")  # the stream never cuts text right after one of these
 
 
 class TokenizerFileError(ValueError):
@@ -101,36 +93,6 @@ def read_json_file(path: Path, kind: str) -> object:
 
 def _is_int_list(value: object, length: int) -> bool:
     return isinstance(value, list) and len(value) == length and all(map(is_int, value))
-
-
-def _read_tokenizer_file(path: Path, version: int) -> tuple[dict, bool]:
-    """The JSON object in ``path``, checked to be a minigpt tokenizer of ``version``, and
-    whether its content matches the checksum stored with it."""
-    data = read_json_file(path, "tokenizer")
-    check_format(
-        data,
-        path,
-        kind="minigpt tokenizer",
-        format=FILE_FORMAT,
-        version=version,
-        error=TokenizerFileError,
-    )
-    intact = data.get("sha256") == digest({k: v for k, v in data.items() if k != "sha256"})
-    return data, intact
-
-
-def _special_splitter(tokens: Collection[str]) -> regex.Pattern:
-    """A regex that finds the special tokens in text (the longest first), as one group."""
-    return regex.compile(
-        "(" + "|".join(regex.escape(t) for t in sorted(tokens, key=len)[::-1]) + ")"
-    )
-
-
-def _split_on(text: str, tokens: Collection[str]) -> list[str]:
-    """``text`` cut at (and without) every occurrence of the ``tokens``."""
-    if not tokens or not any(token in text for token in tokens):
-        return [text]
-    return _special_splitter(tokens).split(text)[::2]
 
 
 # -- the class ============================================================================
@@ -273,7 +235,7 @@ class BPETokenizer:
             raise ValueError(
                 f"special_tokens={list(special_tokens)!r} must be non-empty and unique"
             )
-        parts = _split_on(text, special_tokens)
+        parts = split_on(text, special_tokens)
         if pattern:
             compiled = regex.compile(pattern)
             chunks = [chunk for part in parts for chunk in compiled.findall(part)]
@@ -378,7 +340,7 @@ class BPETokenizer:
         if not allowed or not any(token in text for token in allowed):
             return self.encode_ordinary(text)
         out: list[int] = []
-        for i, part in enumerate(_special_splitter(allowed).split(text)):
+        for i, part in enumerate(special_splitter(allowed).split(text)):
             if i % 2:  # the separators land at the odd positions
                 out.append(self._special_ids[part])
             elif part:
@@ -412,17 +374,13 @@ class BPETokenizer:
         Equal to ``encode("".join(texts), ...)`` with the same special-token policy, id for
         id, wherever the pieces are cut (inside a word, a run of spaces, a special token).
         The policy is checked now; a disallowed special token raises ``ValueError`` when
-        the stream reaches it, after the ids before it have been yielded. The stream is cut
-        by :meth:`stream_parts`; each part is encoded as it comes.
+        the stream reaches it. Each part of :meth:`stream_parts` is encoded as it comes.
         """
         return self._encode_parts(self._parts(texts, allowed_special, disallowed_special))
 
     def _encode_parts(self, parts: Iterator[str | int]) -> Iterator[int]:
         for part in parts:
-            if isinstance(part, str):
-                yield from self.encode_ordinary(part)
-            else:
-                yield part
+            yield from self.encode_ordinary(part) if isinstance(part, str) else (part,)
 
     def stream_parts(
         self,
@@ -433,20 +391,11 @@ class BPETokenizer:
     ) -> Iterator[str | int]:
         """``"".join(texts)`` cut, lazily, where a cut cannot change the ids: each ``str``
         part's :meth:`encode_ordinary` is exactly its share of ``encode("".join(texts))``,
-        and each ``int`` is an allowed special token's id. This is the one streaming
-        encoder: :meth:`encode_iterable` encodes the parts in turn, and
-        :func:`minigpt.data.tokenize_corpus` hands them to worker processes.
-
-        How a cut is kept from changing the ids: a pre-token near the end of a piece may
-        still grow (``"wor" + "ld"``) or split differently (``"we'l" + "l"``: ``'ll`` is a
-        contraction) once the next piece is there. So the last two pre-tokens, trailing
-        whitespace and at least the last ``STREAM_MARGIN`` characters, rounded back to a
-        pre-token boundary, are held back and put before the next piece, as is anything
-        that may be the start of a special token. Memory is bounded by the piece size plus
-        the longest pre-token (one pre-token must be held whole; with ``pattern=None`` the
-        whole text is one). Text held back is looked at again only once as much new text
-        has come (so a long pre-token in small pieces costs linear time, not quadratic),
-        and the last piece is never scanned for a cut: it is final.
+        and each ``int`` is an allowed special token's id. The one streaming encoder:
+        :meth:`encode_iterable` encodes the parts in turn, and
+        :func:`minigpt.data.tokenize_corpus` hands them to worker processes. Memory is
+        bounded by the piece size plus the longest pre-token (with ``pattern=None`` the
+        whole text is one); how the cuts are found: :func:`minigpt.bpe.cut_stream`.
         """
         return self._parts(texts, allowed_special, disallowed_special)
 
@@ -457,111 +406,8 @@ class BPETokenizer:
             )
         allowed = self._policy_set(allowed_special, "allowed_special", set())
         disallowed = self._policy_set(disallowed_special, "disallowed_special", allowed)
-        return self._stream(iter(texts), allowed, disallowed)
-
-    @no_type_check
-    def _stream(self, pieces, allowed, disallowed):
-        keep = max(map(len, disallowed), default=1) - 1  # a disallowed token can straddle this much
-        window = ""  # the end of the text seen so far, to find disallowed tokens across pieces
-        tail = ""  # text looked at but not final: it may still change with the next piece
-        fresh = []  # pieces not looked at yet
-        n_fresh = 0
-        for position, piece in enumerate(pieces):
-            if not isinstance(piece, str):
-                raise TypeError(
-                    f"encode_iterable expects str pieces; piece {position} is a "
-                    f"{type(piece).__name__}"
-                )
-            if not piece:
-                continue
-            if disallowed:
-                probe = window + piece
-                for token in disallowed:
-                    if token in probe:
-                        raise self._disallowed_error(token)
-                window = probe[-keep:] if keep else ""
-            if fresh and n_fresh >= len(tail):  # more text follows: cut what came before it
-                tail = yield from self._final_parts(tail + "".join(fresh), allowed)
-                fresh, n_fresh = [], 0
-            fresh.append(piece)
-            n_fresh += len(piece)
-        rest = tail + "".join(fresh)
-        if not rest:
-            return
-        if not allowed or not any(token in rest for token in allowed):
-            yield rest
-            return
-        for i, part in enumerate(_special_splitter(allowed).split(rest)):
-            if i % 2:  # the separators land at the odd positions
-                yield self._special_ids[part]
-            elif part:
-                yield part
-
-    @no_type_check
-    def _final_parts(self, text, allowed):
-        """Yield the parts of ``text`` that no text after it can change; return the rest."""
-        start = 0  # text[:start] is yielded (it ends with a special token, if any)
-        hold = len(text)  # a special token may start at text[hold:]: keep it back
-        if allowed:
-            # A special token found at or before `last` is final: all its text is here.
-            last = len(text) - max(map(len, allowed))
-            if any(token in text for token in allowed):
-                for match in _special_splitter(allowed).finditer(text):
-                    if match.start() > last:
-                        break
-                    if match.start() > start:
-                        yield text[start : match.start()]
-                    yield self._special_ids[match.group()]
-                    start = match.end()
-            hold = max(last + 1, start)
-        open_part = text[start:]
-        cut = self._stable_cut(open_part, hold - start)
-        if cut:
-            yield open_part[:cut]
-        return open_part[cut:]
-
-    @no_type_check
-    def _stable_cut(self, text, hold):
-        """Where the pre-tokens of ``text`` that more text after it cannot change end.
-
-        The cut is a pre-token boundary with no whitespace just before it, so that encoding
-        ``text[:cut]`` on its own gives the same pre-tokens as in the whole: a pattern's
-        look-ahead (GPT-2's ``\\s+(?!\\S)``) sees the end of ``text[:cut]`` only after a
-        non-space, where it decides as it would with the text after it."""
-        if self._regex is None:
-            return 0  # one chunk: nothing is final until the text ends
-        # A pre-token is final if it ends STREAM_MARGIN characters and a whitespace run
-        # before both the end of the text and `hold`: a special token there would end the
-        # text, which changes the pre-tokens just before it as much as more text would.
-        limit = min(hold - STREAM_MARGIN, len(text[:hold].rstrip()), len(text.rstrip()))
-        chunks = self._regex.findall(text)
-        if sum(map(len, chunks)) == len(text):
-            # The pre-tokens tile the text (GPT-2's do): walk back from the end to the last
-            # one that is final, keeping the last two in any case; `end` is where it ends.
-            k = len(chunks) - 2
-            if k <= 0:
-                return 0
-            end = len(text) - len(chunks[-1]) - len(chunks[-2])
-            while k > 0 and (end > limit or _SPACE.match(text, end - 1)):
-                k -= 1
-                end -= len(chunks[k])
-            return end
-        # A pattern that skips characters: the same rule, match by match.
-        pending = collections.deque()  # the last pre-tokens seen, not yet known to be final
-        cuts = [0]  # where final pre-tokens end
-        for match in self._regex.finditer(text):
-            pending.append(match)
-            if len(pending) > 2:
-                if pending[0].end() > limit:
-                    break  # this one and all after it are carried over
-                cuts.append(pending.popleft().end())
-        # Skipped text after the last final pre-token may go too, up to its last non-space.
-        end = pending[0].start() if pending else max(cuts[-1], min(limit, len(text)))
-        while end > cuts[-1] and _SPACE.match(text, end - 1):
-            end -= 1
-        if end > cuts[-1]:
-            return end
-        return next(c for c in reversed(cuts) if c == 0 or not _SPACE.match(text, c - 1))
+        parts = cut_stream(iter(texts), self._regex, allowed, disallowed, self._disallowed_error)
+        return (self._special_ids[text] if special else text for text, special in parts)
 
     # -- decoding ----------------------------------------------------------------------
 
@@ -618,7 +464,12 @@ class BPETokenizer:
         The types of the fields are checked first, then whether they fit together (merges
         that only use earlier ids, ...), and the checksum last, so that a damaged field is
         named."""
-        data, intact = _read_tokenizer_file(Path(path), cls.FILE_VERSION)
+        data = read_json_file(Path(path), "tokenizer")
+        check_format(
+            data, Path(path), kind="minigpt tokenizer", format=FILE_FORMAT,
+            version=cls.FILE_VERSION, error=TokenizerFileError,
+        )  # fmt: skip
+        intact = data.get("sha256") == digest({k: v for k, v in data.items() if k != "sha256"})
         try:
             tok = cls(**cls._fields_of(data, Path(path)))
         except (TypeError, ValueError, regex.error) as err:
@@ -655,14 +506,9 @@ class BPETokenizer:
         bad = [field for field, ok in checks.items() if not ok]
         if bad:
             raise TokenizerFileError(f"{path} is corrupt: bad {', '.join(bad)}")
-        return {
-            "merges": [tuple(pair) for pair in merges],
-            "byte_order": order,
-            "special_tokens": specials,
-            "pattern": data["pattern"],
-            "name": str(data.get("name", path.stem)),
-            "metadata": metadata,
-        }
+        name = str(data.get("name", path.stem))
+        return dict(merges=[tuple(p) for p in merges], byte_order=order, special_tokens=specials,
+                    pattern=data["pattern"], name=name, metadata=metadata)  # fmt: skip
 
 
 # -- the book's tokenizers ================================================================

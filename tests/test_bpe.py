@@ -17,7 +17,7 @@ from minigpt.bpe import bpe_word, merge
 from minigpt.tokenizer import EOT, gpt2_tokenizer
 
 # tiktoken's name for GPT-2's pattern (see tests/test_tokenizer.py).
-R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+from minigpt.formats.tiktoken_ranks import R50K_PATTERN  # tiktoken's spelling of GPT-2's pattern
 
 
 def bpe_word_reference(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
