@@ -141,6 +141,18 @@ def word_counts_of(chunks: Iterable[str]) -> dict[tuple[int, ...], int]:
     return {tuple(chunk.encode("utf-8")): n for chunk, n in Counter(chunks).items()}
 
 
+def _positions_by_rank(rank_at: list) -> dict[int, list[int]]:
+    """``{rank: positions whose pair has it}``, in order; ``None`` (no pair) left out."""
+    where: dict[int, list[int]] = {}
+    for i, rank in enumerate(rank_at):
+        if rank is not None:
+            where.setdefault(rank, []).append(i)
+    return where
+
+
+# bpe_word runs past 80 lines (85, most of them comments) on purpose: its loop is the encoder's
+# hot path, run once per merge of every new word, and cutting it into functions would add a
+# call per merge; the comments walk through it step by step instead.
 @no_type_check
 def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     """Apply merges to one word: repeatedly merge the adjacent pair of lowest rank.
@@ -175,13 +187,7 @@ def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     # we skip, when its turn comes, any position whose rank_at has changed (stale).
     rank_at = list(map(ranks.get, zip(ids, ids[1:])))
     rank_at.append(None)
-    where = {}
-    for i, rank in enumerate(rank_at):
-        if rank is not None:
-            if rank in where:
-                where[rank].append(i)
-            else:
-                where[rank] = [i]
+    where = _positions_by_rank(rank_at)
     todo = list(where)  # the ranks that have a list in `where`, as a heap: lowest first
     heapq.heapify(todo)
 
