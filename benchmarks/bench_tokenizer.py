@@ -35,10 +35,9 @@ import torch  # noqa: E402
 from minigpt.assets import gpt2_bpe_files  # noqa: E402
 from minigpt.bpe import GPT2_PATTERN, bpe_word  # noqa: E402
 from minigpt.corpus import load_corpus  # noqa: E402
+from minigpt.formats.tiktoken_ranks import R50K_PATTERN  # noqa: E402
 from minigpt.reference import gpt2_hf_tokenizer  # noqa: E402
 from minigpt.tokenizer import EOT, BPETokenizer, gpt2_tokenizer  # noqa: E402
-
-R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def tiktoken_gpt2() -> tiktoken.Encoding:

@@ -6,6 +6,9 @@ These are the small pure functions behind :class:`minigpt.tokenizer.BPETokenizer
 * :func:`train_merges` learns merges over *word counts* with incremental pair-count
   updates, so a few thousand merges on a 5 MB corpus take seconds.
 * :func:`bpe_word` applies learned merges to one word, lowest rank first, as GPT-2 does.
+* :func:`cut_stream` cuts a stream of text where a cut does not change its pre-tokens
+  (:func:`stable_cut` finds where), so that ``BPETokenizer.encode_iterable`` and the
+  training data's worker processes encode text of any size piece by piece.
 * :func:`split_by_ranks` recovers the merge that made a token from a rank table
   (tiktoken's files store ranks, not merges).
 * :func:`bytes_to_unicode` is GPT-2's table of printable stand-ins for the 256 bytes,
@@ -15,9 +18,11 @@ These are the small pure functions behind :class:`minigpt.tokenizer.BPETokenizer
 from __future__ import annotations
 
 import heapq
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import no_type_check
+
+import regex
 
 # GPT-2's pre-tokenization: split text into contractions, letter runs, digit runs,
 # punctuation runs and whitespace, each optionally led by one space. BPE never merges
@@ -25,6 +30,12 @@ from typing import no_type_check
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 Pair = tuple[int, int]
+
+# A stream of text keeps at least this many characters of each piece back for the next one
+# (with the last two pre-tokens and any trailing whitespace): a pre-token near the end of
+# a piece may still grow, or be split differently, once the next piece is there.
+STREAM_MARGIN = 8
+_SPACE = regex.compile(r"\s")  # a stream is never cut right after one of these
 
 # `merge` and `bpe_word` run millions of times in training and encoding; `@no_type_check`
 # keeps the tests' runtime type checker (see tests/conftest.py) off these two hot loops.
@@ -130,6 +141,18 @@ def word_counts_of(chunks: Iterable[str]) -> dict[tuple[int, ...], int]:
     return {tuple(chunk.encode("utf-8")): n for chunk, n in Counter(chunks).items()}
 
 
+def _positions_by_rank(rank_at: list) -> dict[int, list[int]]:
+    """``{rank: positions whose pair has it}``, in order; ``None`` (no pair) left out."""
+    where: dict[int, list[int]] = {}
+    for i, rank in enumerate(rank_at):
+        if rank is not None:
+            where.setdefault(rank, []).append(i)
+    return where
+
+
+# bpe_word runs past 80 lines (85, most of them comments) on purpose: its loop is the encoder's
+# hot path, run once per merge of every new word, and cutting it into functions would add a
+# call per merge; the comments walk through it step by step instead.
 @no_type_check
 def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     """Apply merges to one word: repeatedly merge the adjacent pair of lowest rank.
@@ -164,13 +187,7 @@ def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
     # we skip, when its turn comes, any position whose rank_at has changed (stale).
     rank_at = list(map(ranks.get, zip(ids, ids[1:])))
     rank_at.append(None)
-    where = {}
-    for i, rank in enumerate(rank_at):
-        if rank is not None:
-            if rank in where:
-                where[rank].append(i)
-            else:
-                where[rank] = [i]
+    where = _positions_by_rank(rank_at)
     todo = list(where)  # the ranks that have a list in `where`, as a heap: lowest first
     heapq.heapify(todo)
 
@@ -222,6 +239,135 @@ def bpe_word(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
                 heapq.heappush(todo, new_rank)
 
     return [t for t in token if t is not None]
+
+
+@no_type_check
+def stable_cut(pattern: regex.Pattern, text: str, hold: int) -> int:
+    """Where the pre-tokens of ``text`` (split by ``pattern``) that more text after it
+    cannot change end: ``text[:cut]`` is final, ``text[cut:]`` waits for the next piece.
+
+    A pre-token is final if it ends ``STREAM_MARGIN`` characters and a whitespace run
+    before both the end of the text and ``hold`` (a special token may start there: it
+    would end the text, which changes the pre-tokens just before it as much as more text
+    would), and the last two are never final. The cut has no whitespace just before it,
+    so that encoding ``text[:cut]`` alone gives the same pre-tokens as in the whole: a
+    look-ahead such as GPT-2's ``\\s+(?!\\S)`` then decides the same at its end.
+    With ``hold = len(text)``: ``"hello world, it's"`` -> ``5`` (``"hello"`` is final).
+    """
+    limit = min(hold - STREAM_MARGIN, len(text[:hold].rstrip()), len(text.rstrip()))
+    chunks = pattern.findall(text)
+    if sum(map(len, chunks)) == len(text):
+        # The pre-tokens tile the text (GPT-2's do): walk back from the end to the last
+        # one that is final, keeping the last two in any case; `end` is where it ends.
+        k = len(chunks) - 2
+        if k <= 0:
+            return 0
+        end = len(text) - len(chunks[-1]) - len(chunks[-2])
+        while k > 0 and (end > limit or _SPACE.match(text, end - 1)):
+            k -= 1
+            end -= len(chunks[k])
+        return end
+    # A pattern that skips characters: the same rule, match by match.
+    pending = deque()  # the last pre-tokens seen, not yet known to be final
+    cuts = [0]  # where final pre-tokens end
+    for match in pattern.finditer(text):
+        pending.append(match)
+        if len(pending) > 2:
+            if pending[0].end() > limit:
+                break  # this one and all after it are carried over
+            cuts.append(pending.popleft().end())
+    # Skipped text after the last final pre-token may go too, up to its last non-space.
+    end = pending[0].start() if pending else max(cuts[-1], min(limit, len(text)))
+    while end > cuts[-1] and _SPACE.match(text, end - 1):
+        end -= 1
+    if end > cuts[-1]:
+        return end
+    return next(c for c in reversed(cuts) if c == 0 or not _SPACE.match(text, c - 1))
+
+
+def special_splitter(tokens: Collection[str]) -> regex.Pattern:
+    """A regex that finds the special tokens in text (the longest first), as one group."""
+    return regex.compile(
+        "(" + "|".join(regex.escape(t) for t in sorted(tokens, key=len)[::-1]) + ")"
+    )
+
+
+def split_on(text: str, tokens: Collection[str]) -> list[str]:
+    """``text`` cut at (and without) every occurrence of the ``tokens``."""
+    if not tokens or not any(token in text for token in tokens):
+        return [text]
+    return special_splitter(tokens).split(text)[::2]
+
+
+@no_type_check
+def cut_stream(
+    pieces: Iterator[str],
+    pattern: regex.Pattern | None,
+    allowed: Collection[str],
+    disallowed: Collection[str],
+    refuse: Callable[[str], Exception],
+) -> Iterator[tuple[str, bool]]:
+    """``"".join(pieces)`` cut, lazily, where a cut cannot change its pre-tokens: pairs
+    ``(text, False)``, each pre-tokenized by ``pattern`` exactly as inside the whole, and
+    ``(token, True)`` for each special token in ``allowed``. A token in ``disallowed``
+    raises ``refuse(token)`` when the stream reaches it.
+
+    Text held back (see :func:`stable_cut`) is looked at again only once as much new text
+    has come, so a long pre-token in small pieces costs linear time, not quadratic; the
+    last piece is never scanned for a cut: it is final.
+    """
+    keep = max(map(len, disallowed), default=1) - 1  # a disallowed token can straddle this much
+    window = ""  # the end of the text seen so far, to find disallowed tokens across pieces
+    tail = ""  # text looked at but not final: it may still change with the next piece
+    fresh = []  # pieces not looked at yet
+    n_fresh = 0
+    for position, piece in enumerate(pieces):
+        if not isinstance(piece, str):
+            raise TypeError(
+                f"encode_iterable expects str pieces; piece {position} is a {type(piece).__name__}"
+            )
+        if not piece:
+            continue
+        if disallowed:
+            probe = window + piece
+            for token in disallowed:
+                if token in probe:
+                    raise refuse(token)
+            window = probe[-keep:] if keep else ""
+        if fresh and n_fresh >= len(tail):  # more text follows: cut what came before it
+            tail = yield from _final_parts(tail + "".join(fresh), pattern, allowed, final=False)
+            fresh, n_fresh = [], 0
+        fresh.append(piece)
+        n_fresh += len(piece)
+    yield from _final_parts(tail + "".join(fresh), pattern, allowed, final=True)
+
+
+@no_type_check
+def _final_parts(text, pattern, allowed, final):
+    """Yield the parts of ``text`` that no text after it can change (all of it if
+    ``final``); return the rest."""
+    start = 0  # text[:start] is yielded (it ends with a special token, if any)
+    hold = len(text)  # a special token may start at text[hold:]: keep it back
+    if allowed:
+        # A special token found at or before `last` is final: all its text is here.
+        last = len(text) if final else len(text) - max(map(len, allowed))
+        if any(token in text for token in allowed):
+            for match in special_splitter(allowed).finditer(text):
+                if match.start() > last:
+                    break
+                if match.start() > start:
+                    yield text[start : match.start()], False
+                yield match.group(), True
+                start = match.end()
+        hold = max(last + 1, start)
+    open_part = text[start:]
+    if final:
+        cut = len(open_part)
+    else:
+        cut = 0 if pattern is None else stable_cut(pattern, open_part, hold - start)
+    if cut:
+        yield open_part[:cut], False
+    return open_part[cut:]
 
 
 @no_type_check

@@ -45,7 +45,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of everything that decides a tokenizer's output (merges, bytes, specials)."""
     decisive = ("pattern", "byte_order", "merges", "special_tokens")  # not name or metadata
     state = tokenizer.to_dict()
-    blob = json.dumps({k: state.get(k) for k in decisive}, sort_keys=True).encode("utf-8")
+    kept = {k: state.get(k) for k in decisive}
+    if "id_map" in state:  # a tokenizer that renumbers its ids (minigpt.formats.renumbered)
+        kept["id_map"] = state["id_map"]
+    blob = json.dumps(kept, sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -80,21 +83,24 @@ def _encode_in_worker(text: str) -> list[int]:
     return _WORKER_TOKENIZER.encode_ordinary(text)
 
 
-def _pieces(documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
+def _pieces(tokenizer, documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
     """Cut documents into pieces of about ``CHUNK_BYTES``; ``True`` marks a document's last piece.
 
-    Long documents are cut at line breaks, so no word is split across two pieces.
+    A long document is cut by the tokenizer's streaming encoder
+    (:meth:`~minigpt.tokenizer.BPETokenizer.stream_parts`), only where a cut cannot change
+    the ids: the pieces, encoded apart (in worker processes), give the document's ids.
     """
     for doc in documents:
-        piece: list[str] = []
-        size = 0
-        for line in doc.splitlines(keepends=True):
-            piece.append(line)
-            size += len(line)
-            if size >= CHUNK_BYTES:
-                yield "".join(piece), False
-                piece, size = [], 0
-        yield "".join(piece), True
+        if len(doc) <= CHUNK_BYTES:
+            yield doc, True
+            continue
+        slices = (doc[i : i + CHUNK_BYTES] for i in range(0, len(doc), CHUNK_BYTES))
+        parts = tokenizer.stream_parts(slices, disallowed_special=())
+        piece = next(parts)
+        for after in parts:
+            yield piece, False
+            piece = after
+        yield piece, True
 
 
 def _groups(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
@@ -128,7 +134,7 @@ def _encode_all(
     after_document = False
     bar = tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=None)
     try:
-        for group in _groups(_pieces(documents)):
+        for group in _groups(_pieces(tokenizer, documents)):
             texts = [text for text, _ in group]
             if pool is not None:
                 encoded = pool.map(_encode_in_worker, texts, chunksize=1)
@@ -189,8 +195,8 @@ def tokenize_corpus(
 
     Args:
         name_or_path: a corpus, as in :func:`minigpt.corpus.iter_documents`.
-        tokenizer: anything with ``encode``/``encode_ordinary``/``to_dict``/``vocab_size``
-            (a :class:`minigpt.tokenizer.BPETokenizer`).
+        tokenizer: a :class:`minigpt.tokenizer.BPETokenizer` (its ``stream_parts``,
+            ``encode_ordinary``, ``to_dict`` and ``vocab_size`` are used).
         max_documents: read only the first documents (``None``: all).
         workers: processes that encode in parallel (default: all cores for a Hugging Face
             dataset or a corpus over 4 MB; 1 otherwise).

@@ -14,10 +14,8 @@ from hypothesis import strategies as st
 
 from minigpt.assets import gpt2_bpe_files
 from minigpt.bpe import bpe_word, merge
+from minigpt.formats.tiktoken_ranks import R50K_PATTERN  # tiktoken's spelling, for tiktoken
 from minigpt.tokenizer import EOT, gpt2_tokenizer
-
-# tiktoken's name for GPT-2's pattern (see tests/test_tokenizer.py).
-R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def bpe_word_reference(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:

@@ -73,7 +73,21 @@ def test_parallel_tokenization_gives_the_same_ids(cache, corpus_dir, small_token
     whole = (
         small_tokenizer.encode(TEXT_A) + [small_tokenizer.eot_id] + small_tokenizer.encode(TEXT_B)
     )
-    assert serial.tolist() == whole  # cuts fall at line breaks, so no word is split
+    assert serial.tolist() == whole  # cuts fall only where they change no id
+
+
+def test_long_documents_are_cut_by_the_tokenizers_stream(tmp_path, small_tokenizer, monkeypatch):
+    # Cutting at line breaks would split "x\n  y" into "x\n" + "  y": "\n", " ", " y" in
+    # place of the whole's "\n ", " y". The stream's cuts change no id, wherever they fall.
+    monkeypatch.setattr(data_mod, "CHUNK_BYTES", 7)
+    text = ("x\n  y  \n\n\tz" + TEXT_A + "wordswithoutspaces" * 3 + "\n   ") * 4
+    path = tmp_path / "one.txt"
+    path.write_text(text)
+    ids = tokenize_corpus(path, small_tokenizer, workers=1, cache=False)
+    assert ids.tolist() == small_tokenizer.encode(text)
+    pieces = list(data_mod._pieces(small_tokenizer, [text]))
+    assert len(pieces) > 10 and "".join(p for p, _ in pieces) == text
+    assert [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
 
 
 def test_empty_corpus_is_an_error_and_leaves_no_cache(cache, tmp_path, small_tokenizer):
