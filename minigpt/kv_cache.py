@@ -1,5 +1,5 @@
 """The key/value cache: what a model keeps of the tokens it has seen, so that generation
-runs each new token through the model once. Also importable as ``minigpt.attention.KVCache``."""
+runs each new token through the model once."""
 
 from __future__ import annotations
 

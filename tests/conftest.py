@@ -54,3 +54,34 @@ def reference():
     from minigpt.reference import load_reference
 
     return load_reference()
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    """A folder of two text documents (small_corpus.py) and a file that is not text."""
+    from small_corpus import TEXT_A, TEXT_B
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text(TEXT_A)
+    (folder / "b.md").write_text(TEXT_B)
+    (folder / "skip.bin").write_bytes(b"\x00\x01")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus_tokenizer():
+    """A 300-token BPE trained on the two documents of ``corpus_dir``."""
+    from small_corpus import TEXT_A, TEXT_B
+
+    from minigpt.tokenizer import BPETokenizer
+
+    return BPETokenizer.train((TEXT_A + TEXT_B) * 3, 300)
+
+
+@pytest.fixture
+def minigpt_cache(tmp_path, monkeypatch):
+    """minigpt's cache folder (``$MINIGPT_CACHE``), new and empty for this test."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MINIGPT_CACHE", str(folder))
+    return folder

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.attention import Attention, KVCache, attention, attention_mask_for
+from minigpt.attention import Attention, attention, attention_mask_for
 from minigpt.config import GPTConfig
 from minigpt.formats.gpt2_weights import load_tl_parameters
+from minigpt.kv_cache import KVCache
 
 HOOKS = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")
 

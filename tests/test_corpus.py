@@ -4,35 +4,10 @@ datasets (streamed by column; a quick clear error offline), and corpora that can
 import time
 
 import pytest
+from small_corpus import TEXT_A, TEXT_B
 
 from minigpt.corpus import CorpusError, iter_documents, load_corpus
 from minigpt.data import tokenize_corpus
-from minigpt.tokenizer import BPETokenizer
-
-TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
-TEXT_B = "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("MINIGPT_CACHE", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def small_tokenizer():
-    return BPETokenizer.train((TEXT_A + TEXT_B) * 3, 300)
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    folder = tmp_path / "texts"
-    folder.mkdir()
-    (folder / "a.txt").write_text(TEXT_A)
-    (folder / "b.md").write_text(TEXT_B)
-    (folder / "skip.bin").write_bytes(b"\x00\x01")
-    return folder
 
 
 def test_shakespeare_is_the_complete_works_without_folio_copies():
@@ -78,7 +53,7 @@ class FakeDataset(list):
     column_names = ["text", "meta"]
 
 
-def test_hugging_face_dataset_documents_by_column(cache, monkeypatch, small_tokenizer):
+def test_hugging_face_dataset_documents_by_column(minigpt_cache, monkeypatch, corpus_tokenizer):
     import datasets
 
     import minigpt.corpus
@@ -93,9 +68,9 @@ def test_hugging_face_dataset_documents_by_column(cache, monkeypatch, small_toke
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert list(iter_documents("someone/corpus", max_documents=3)) == [TEXT_A, TEXT_B, TEXT_A]
     assert calls == [("someone/corpus", "train", True)]
-    ids = tokenize_corpus("someone/corpus", small_tokenizer, max_documents=2, workers=1)
-    eot = small_tokenizer.eot_id
-    assert ids.tolist() == small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
+    ids = tokenize_corpus("someone/corpus", corpus_tokenizer, max_documents=2, workers=1)
+    eot = corpus_tokenizer.eot_id
+    assert ids.tolist() == corpus_tokenizer.encode(TEXT_A) + [eot] + corpus_tokenizer.encode(TEXT_B)
     with pytest.raises(
         CorpusError, match="no column text_column='body'; it has \\['text', 'meta'\\]"
     ):

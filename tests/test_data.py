@@ -5,96 +5,78 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from small_corpus import TEXT_A, TEXT_B
 
 from minigpt import data as data_mod
 from minigpt.corpus import CorpusError
 from minigpt.data import TokenData, load_tokens, tokenize_corpus
 from minigpt.tokenizer import BPETokenizer
 
-TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
-TEXT_B = "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
 
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("MINIGPT_CACHE", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def small_tokenizer():
-    return BPETokenizer.train((TEXT_A + TEXT_B) * 3, 300)
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    folder = tmp_path / "texts"
-    folder.mkdir()
-    (folder / "a.txt").write_text(TEXT_A)
-    (folder / "b.md").write_text(TEXT_B)
-    (folder / "skip.bin").write_bytes(b"\x00\x01")
-    return folder
-
-
-def test_tokens_are_the_documents_joined_by_end_of_text(cache, corpus_dir, small_tokenizer):
-    ids = tokenize_corpus(corpus_dir, small_tokenizer)
-    eot = small_tokenizer.eot_id
-    expected = small_tokenizer.encode(TEXT_A) + [eot] + small_tokenizer.encode(TEXT_B)
+def test_tokens_are_the_documents_joined_by_end_of_text(
+    minigpt_cache, corpus_dir, corpus_tokenizer
+):
+    ids = tokenize_corpus(corpus_dir, corpus_tokenizer)
+    eot = corpus_tokenizer.eot_id
+    expected = corpus_tokenizer.encode(TEXT_A) + [eot] + corpus_tokenizer.encode(TEXT_B)
     assert ids.dtype == np.uint16
     assert ids.tolist() == expected
-    assert small_tokenizer.decode(ids.tolist()) == TEXT_A + "<|endoftext|>" + TEXT_B
+    assert corpus_tokenizer.decode(ids.tolist()) == TEXT_A + "<|endoftext|>" + TEXT_B
 
 
 def test_token_cache_is_reused_and_keyed_by_content(
-    cache, corpus_dir, small_tokenizer, monkeypatch
+    minigpt_cache, corpus_dir, corpus_tokenizer, monkeypatch
 ):
-    first = tokenize_corpus(corpus_dir, small_tokenizer)
-    assert len(list((cache / "tokens").glob("*.bin"))) == 1
+    first = tokenize_corpus(corpus_dir, corpus_tokenizer)
+    assert len(list((minigpt_cache / "tokens").glob("*.bin"))) == 1
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the cached ids should have been used")
 
     monkeypatch.setattr(data_mod, "_encode_all", no_encoding)
-    again = tokenize_corpus(corpus_dir, small_tokenizer)
+    again = tokenize_corpus(corpus_dir, corpus_tokenizer)
     assert isinstance(again, np.memmap)
     assert np.array_equal(first, again)
     (corpus_dir / "a.txt").write_text(TEXT_A + "more\n")  # changed corpus: encoded afresh
     with pytest.raises(AssertionError, match="cached ids"):
-        tokenize_corpus(corpus_dir, small_tokenizer)
+        tokenize_corpus(corpus_dir, corpus_tokenizer)
 
 
-def test_parallel_tokenization_gives_the_same_ids(cache, corpus_dir, small_tokenizer, monkeypatch):
+def test_parallel_tokenization_gives_the_same_ids(
+    minigpt_cache, corpus_dir, corpus_tokenizer, monkeypatch
+):
     monkeypatch.setattr(data_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
     monkeypatch.setattr(data_mod, "GROUP_BYTES", 100)  # and encode them a few at a time
-    serial = tokenize_corpus(corpus_dir, small_tokenizer, workers=1, cache=False)
-    parallel = tokenize_corpus(corpus_dir, small_tokenizer, workers=2, cache=False)
+    serial = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=1, cache=False)
+    parallel = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=2, cache=False)
     assert serial.tolist() == parallel.tolist()
     whole = (
-        small_tokenizer.encode(TEXT_A) + [small_tokenizer.eot_id] + small_tokenizer.encode(TEXT_B)
+        corpus_tokenizer.encode(TEXT_A)
+        + [corpus_tokenizer.eot_id]
+        + corpus_tokenizer.encode(TEXT_B)
     )
     assert serial.tolist() == whole  # cuts fall only where they change no id
 
 
-def test_long_documents_are_cut_by_the_tokenizers_stream(tmp_path, small_tokenizer, monkeypatch):
+def test_long_documents_are_cut_by_the_tokenizers_stream(tmp_path, corpus_tokenizer, monkeypatch):
     # Cutting at line breaks would split "x\n  y" into "x\n" + "  y": "\n", " ", " y" in
     # place of the whole's "\n ", " y". The stream's cuts change no id, wherever they fall.
     monkeypatch.setattr(data_mod, "CHUNK_BYTES", 7)
     text = ("x\n  y  \n\n\tz" + TEXT_A + "wordswithoutspaces" * 3 + "\n   ") * 4
     path = tmp_path / "one.txt"
     path.write_text(text)
-    ids = tokenize_corpus(path, small_tokenizer, workers=1, cache=False)
-    assert ids.tolist() == small_tokenizer.encode(text)
-    pieces = list(data_mod._pieces(small_tokenizer, [text]))
+    ids = tokenize_corpus(path, corpus_tokenizer, workers=1, cache=False)
+    assert ids.tolist() == corpus_tokenizer.encode(text)
+    pieces = list(data_mod._pieces(corpus_tokenizer, [text]))
     assert len(pieces) > 10 and "".join(p for p, _ in pieces) == text
     assert [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
 
 
-def test_empty_corpus_is_an_error_and_leaves_no_cache(cache, tmp_path, small_tokenizer):
+def test_empty_corpus_is_an_error_and_leaves_no_cache(minigpt_cache, tmp_path, corpus_tokenizer):
     (tmp_path / "blank.txt").write_text("\n   \n")
     with pytest.raises(CorpusError, match="empty"):
-        tokenize_corpus(tmp_path / "blank.txt", small_tokenizer)
-    assert not list((cache / "tokens").glob("*"))
+        tokenize_corpus(tmp_path / "blank.txt", corpus_tokenizer)
+    assert not list((minigpt_cache / "tokens").glob("*"))
 
 
 def test_split_windows_and_reproducible_sampling():
@@ -130,7 +112,6 @@ def test_load_tokens_with_the_shakespeare_tokenizer():
 
 def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
     from minigpt.data import tokenize_corpus
-    from minigpt.tokenizer import BPETokenizer
 
     monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
     text = tmp_path / "text.txt"

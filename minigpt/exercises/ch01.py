@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from minigpt.bpe import bpe_word, merge, pair_counts
+from minigpt.exercises.diagnose import matching_mistake
 
 A = ord("a")  # 97: the byte of "a", as in the chapter's toy string
 HAND_CASES = [
@@ -110,11 +111,13 @@ def _diagnose(got, case, mistakes, call, others=()) -> str:
     When several do, the one that also agrees with the reader on ``others`` (pairs of a
     case and the reader's answer to it) wins.
     """
-    fits = [(wrong, hint) for wrong, hint in mistakes if list(call(wrong, case)) == list(got)]
-    for wrong, hint in fits:
-        if all(list(call(wrong, c)) == list(answer) for c, answer in others):
-            return f" Likely cause: {hint}."
-    return f" Likely cause: {fits[0][1]}." if fits else ""
+
+    def same(got, wrong) -> bool:
+        return list(call(wrong, case)) == list(got)
+
+    agreeing = [m for m in mistakes if all(list(call(m[0], c)) == list(a) for c, a in others)]
+    hint = matching_mistake(got, agreeing, same) or matching_mistake(got, mistakes, same)
+    return f" Likely cause: {hint}." if hint else ""
 
 
 def check_merge(fn: Callable, seed: int = 0) -> None:

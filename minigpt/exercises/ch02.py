@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from minigpt.exercises.diagnose import matching_mistake
+
 ATOL = 1e-5  # look-ups and one addition: float32 gives the same bits; allow for a device
 PROMPT = "The cat sat on the mat. The cat"
 
@@ -78,13 +80,13 @@ def _run(embed: Callable, tokens, W_E, W_pos, where: str) -> torch.Tensor:
 
 
 def _diagnosis(got, tokens, W_E, W_pos) -> str:
-    for wrong, cause in EMBED_MISTAKES:
+    def same(got, wrong) -> bool:
         try:
-            if torch.allclose(got, wrong(tokens, W_E, W_pos), atol=ATOL):
-                return cause
+            return torch.allclose(got, wrong(tokens, W_E, W_pos), atol=ATOL)
         except (IndexError, RuntimeError):  # this mistake is not possible on this case
-            continue
-    return ""
+            return False
+
+    return matching_mistake(got, EMBED_MISTAKES, same) or ""
 
 
 def _first_wrong(got, expected) -> str:

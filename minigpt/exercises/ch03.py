@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
-MASKED = -1e4  # a score at or below this gets weight exp(-1e4) = 0 in float32: "masked"
+# A reader's masked score may be any number this low: its weight exp(-1e4) is 0 in float32.
+# (Not minigpt.compare.MASKED, the far lower line below which two sentinels count as equal.)
+ZERO_WEIGHT_SCORE = -1e4
 
 
 def _hook(cache: Mapping[str, Tensor], layer: int, name: str) -> Tensor:
@@ -146,7 +148,7 @@ def check_causal_mask(causal_mask: Callable, cache: Mapping[str, Tensor], layer:
     seen = _causal(pos, pos)
     future = ~seen
     diagonal = torch.eye(pos, dtype=torch.bool)
-    masked = got <= MASKED
+    masked = got <= ZERO_WEIGHT_SCORE
     kept = _close(got, raw, seen & ~diagonal) and _close(got, raw, diagonal)
     if masked[..., future].all() and not masked[..., seen].any() and _close(got, raw, seen):
         value = got[..., future].max().item()

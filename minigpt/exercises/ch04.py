@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minigpt.compare import compare_tensors
+from minigpt.exercises.diagnose import close, matching_mistake
 from minigpt.mlp import gelu_new
 
 GELU_ATOL = 1e-5  # the exact GELU is up to 4.7e-4 away from GPT-2's: far outside this
@@ -42,11 +43,7 @@ _WRONG_GELUS: list[tuple[Callable[[Tensor], Tensor], str]] = [
 
 
 def _diagnose(got: Tensor, candidates: list[tuple[Tensor, str]], atol: float) -> str | None:
-    """The message of the first wrong candidate that ``got`` matches, if any."""
-    for wrong, message in candidates:
-        if got.shape == wrong.shape and torch.allclose(got, wrong, atol=atol, rtol=0):
-            return message
-    return None
+    return matching_mistake(got, candidates, close(atol))
 
 
 def _gelu_failure(where: str, got: Tensor, x: Tensor, expected: Tensor) -> AssertionError:

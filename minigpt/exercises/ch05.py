@@ -11,6 +11,7 @@ from minigpt.analysis import parameter_count
 from minigpt.attention import Attention
 from minigpt.compare import compare_tensors
 from minigpt.config import GPTConfig
+from minigpt.exercises.diagnose import close, matching_mistake
 from minigpt.formats.gpt2_weights import load_tl_parameters
 from minigpt.layernorm import LayerNorm
 from minigpt.mlp import MLP
@@ -20,11 +21,7 @@ BLOCK_ATOL, BLOCK_RTOL = 1e-4, 1e-3  # the book's tolerances for activations
 
 
 def _diagnose(got: Tensor, candidates: list[tuple[Tensor, str]], atol: float, rtol: float):
-    """The message of the first wrong candidate that ``got`` matches, if any."""
-    for wrong, message in candidates:
-        if got.shape == wrong.shape and torch.allclose(got, wrong, atol=atol, rtol=rtol):
-            return message
-    return None
+    return matching_mistake(got, candidates, close(atol, rtol))
 
 
 def _wrong_normalizations(x: Tensor, eps: float) -> list[tuple[Tensor, str]]:
