@@ -76,86 +76,105 @@ RESUMABLE_CHANGES = (
 )
 
 
+SEED_MAX = 2**32 - 1  # the largest seed every generator the run seeds accepts (numpy's too)
+
+
+def setting(default, help: str, low=None, high=None, *, open_low=False, open_high=False,
+            choices=None, flag: bool = True):  # fmt: skip
+    """A :class:`TrainConfig` field with what ``minigpt-train --help`` says of it and the values
+    it allows (``low``/``high`` closed unless ``open_low``/``open_high``; ``None``: no bound).
+    ``flag=False``: set in a preset or in code only. Read by ``__post_init__`` and by
+    :mod:`minigpt.train_cli`, which makes a flag of each such field."""
+    bounds = (low, high, open_low, open_high)
+    meta = {"help": help, "bounds": bounds, "choices": choices, "flag": flag}
+    return field(default=default, metadata=meta)
+
+
+def allowed(f) -> str:
+    """The values a :func:`setting` allows, in words: ``an integer in [1, inf)``."""
+    if f.metadata["choices"]:
+        return "one of " + ", ".join(f.metadata["choices"])
+    low, high, open_low, open_high = f.metadata["bounds"]
+    kind = "an integer" if f.type.startswith("int") else "a number"
+    interval = (
+        f"{'(' if open_low else '['}{'-inf' if low is None else low}, "
+        f"{'inf' if high is None else high}{')' if open_high or high is None else ']'}"
+    )
+    return f"{kind} in {interval}" + (" or None" if f.type.endswith("None") else "")
+
+
+def check_setting(f, value) -> str | None:
+    """Why ``value`` is not allowed for the field ``f`` (see :func:`allowed`), or None."""
+    if value is None and f.type.endswith("None"):
+        return None
+    if f.metadata["choices"]:
+        return None if value in f.metadata["choices"] else allowed(f)
+    if f.type.startswith("bool"):
+        return None if isinstance(value, bool) else "True or False"
+    integer = f.type.startswith("int")
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return allowed(f)
+    low, high, open_low, open_high = f.metadata["bounds"]
+    fits = math.isfinite(value)
+    fits = fits and (low is None or (value > low if open_low else value >= low))
+    fits = fits and (high is None or (value < high if open_high else value <= high))
+    return None if fits else allowed(f)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. The defaults suit a small model on a CPU.
 
     ``batch_size`` counts sequences per optimizer step over every process and micro-step,
     so the same config gives the same losses on 1 or 2 processes and with any ``grad_accum``.
+    Each field's help and allowed values are declared once, here: ``minigpt-train``'s flags
+    are made from them.
     """
 
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 32  # sequences per optimizer step (all processes, all micro-steps)
-    grad_accum: int = 1  # micro-steps per optimizer step (the batch is cut into this many)
-    n_ctx: int | None = None  # tokens per training window; None: the model's n_ctx
-    lr: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 100  # linear warmup from lr / warmup_steps to lr
-    weight_decay: float = 0.1  # AdamW decay, on matrices only (not biases or LayerNorm)
-    beta1: float = 0.9
-    beta2: float = 0.95  # GPT-3's value; steadier than 0.999 for transformers
-    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    eval_interval: int = 100  # steps between validation losses (also at step 0 and the end)
-    eval_windows: int = 32  # validation windows, the same ones every time
-    checkpoint_interval: int = 0  # steps between checkpoints; 0: only at the end and on Ctrl-C
-    log_interval: int = 1  # steps between lines of metrics.jsonl
-    seed: int = 0  # seeds the data order (and torch's global RNG for the run)
-    precision: str = (
-        "auto"  # auto: bfloat16 autocast on CUDA (float16 + scaler if no bf16), else float32
-    )
-    compile: bool = False  # torch.compile the model for the training steps
-    fused_adamw: bool | None = None  # None: fused AdamW on CUDA, the default kernel elsewhere
-    profile: bool = False  # write a torch.profiler trace of steps 2-4 to OUT/profile
-    tensorboard: bool = False  # also write TensorBoard events to OUT/tensorboard
+    max_steps: int = setting(1000, "optimizer steps", 1)
+    batch_size: int = setting(32, "sequences per optimizer step, all processes together", 1)
+    grad_accum: int = setting(1, "micro-steps per optimizer step (the batch is cut into them)", 1)
+    n_ctx: int | None = setting(None, "tokens per training window (default: the model's)", 1)
+    lr: float = setting(1e-3, "peak learning rate, reached after warmup", 0, 1,
+                        open_low=True, open_high=True)  # fmt: skip
+    min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay", 0, flag=False)
+    warmup_steps: int = setting(100, "steps of linear warmup (at most max_steps)", 0)
+    weight_decay: float = setting(0.1, "AdamW decay, on matrices only", 0, flag=False)
+    beta1: float = setting(0.9, "AdamW's beta1", 0, 1, open_high=True, flag=False)
+    beta2: float = setting(0.95, "AdamW's beta2 (GPT-3's; steadier than 0.999)", 0, 1,
+                           open_high=True, flag=False)  # fmt: skip
+    grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: off", 0, flag=False)
+    eval_interval: int = setting(100, "steps between validation losses", 1)
+    eval_windows: int = setting(32, "validation windows, the same every time", 1, flag=False)
+    checkpoint_interval: int = setting(0, "steps between checkpoints (0: end and Ctrl-C only)", 0)
+    log_interval: int = setting(1, "steps between lines of metrics.jsonl", 1, flag=False)
+    seed: int = setting(0, "seed of the data order and the model's initialisation", 0, SEED_MAX)
+    precision: str = setting("auto", "autocast dtype (auto: bfloat16 on CUDA, else float32)",
+                             choices=PRECISIONS)  # fmt: skip
+    compile: bool = setting(False, "torch.compile the model for the training steps")
+    fused_adamw: bool | None = setting(None, "fused AdamW (None: on CUDA only)", flag=False)
+    profile: bool = setting(False, "torch.profiler trace of steps 2-4 in OUT/profile")
+    tensorboard: bool = setting(False, "TensorBoard events in OUT/tensorboard")
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_windows")
-        for name in positive + ("log_interval",):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be a positive integer")
-        for name in ("warmup_steps", "checkpoint_interval", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
-        n_ctx = self.n_ctx
-        if n_ctx is not None and (
-            not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1
-        ):
-            raise ValueError(f"TrainConfig.n_ctx={n_ctx!r} must be None or a positive integer")
+        for f in dataclasses.fields(self):
+            problem = check_setting(f, getattr(self, f.name))
+            if problem is not None:
+                raise ValueError(
+                    f"TrainConfig.{f.name}={getattr(self, f.name)!r} must be {problem}"
+                )
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}: "
                 "the peak learning rate would never be reached"
             )
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be a multiple of "
                 f"grad_accum={self.grad_accum}"
             )
-        if not 0 < self.lr < 1 or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(
-                f"TrainConfig: need 0 < lr < 1 and 0 <= min_lr <= lr, got lr={self.lr}, "
-                f"min_lr={self.min_lr}"
-            )
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be in [0, 1)")
-        for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"TrainConfig.precision={self.precision!r} must be one of {', '.join(PRECISIONS)}"
-            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"TrainConfig: min_lr={self.min_lr} must be at most lr={self.lr}")
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (and checked again)."""
@@ -346,6 +365,11 @@ class TrainRun:
 
     def start(self, resume: bool) -> None:
         path = self.checkpoint_path
+        if resume and path is not None and not path.is_file():  # before any file is made
+            raise CheckpointError(
+                f"nothing to resume: {path} does not exist (run without resume to start "
+                "a new run there). Nothing was written."
+            )
         if self.writes:
             self._lock = FileLock(self.out_dir / ".lock")
             if not self._lock.acquire(wait=False):

@@ -25,14 +25,23 @@ from minigpt.corpus import CorpusError
 from minigpt.device import resolve_device
 from minigpt.formats.hf_model import save_pretrained
 from minigpt.presets import PRESETS, plan_run
-from minigpt.train import TrainingDiverged, train
+from minigpt.train import TrainConfig, TrainingDiverged, allowed, check_setting, train
 
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoint is saved)
 
 
+class FlagError(ValueError):
+    """A flag with a value it does not allow: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line naming the flag, instead of the usage and a line
+        raise FlagError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minigpt-train",
         description="Train a GPT on next-token prediction. Writes OUT/checkpoint.pt and "
         "OUT/metrics.jsonl (one JSON object per line: step, loss, lr, grad_norm, tokens_per_s, "
@@ -45,22 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--data", help="corpus: 'shakespeare', a text file or folder, or a Hugging Face dataset")
     arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
-    arg("--max-steps", type=int, help="optimizer steps (default: the preset's)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    arg("--batch-size", type=int, help="sequences per optimizer step, all processes together")
-    arg("--grad-accum", type=int, help="micro-steps per optimizer step")
-    arg("--n-ctx", type=int, help="tokens per training window (default: the model's context)")
-    arg("--lr", type=float, help="peak learning rate")
-    arg("--warmup-steps", type=int, help="steps of linear warmup (at most --max-steps)")
-    arg("--precision", choices=["auto", "float32", "bfloat16", "float16"], help="autocast dtype")
-    arg("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
-    arg("--eval-interval", type=int, help="steps between validation losses")
-    arg("--checkpoint-interval", type=int, help="steps between checkpoints (0: end only)")
-    arg("--seed", type=int, help="seed of the data order and the model's initialisation")
+    _training_flags(parser)
     arg("--max-documents", type=int, help="read only this many documents of the corpus")
-    arg("--profile", action="store_true", help="torch.profiler trace of steps 2-4 in OUT/profile")
-    arg("--tensorboard", action="store_true", help="TensorBoard events in OUT/tensorboard")
     arg("--no-progress", action="store_true", help="no progress bar")
     arg("--debug", action="store_true", help="on an error, print the whole traceback")
     arg(
@@ -73,23 +70,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_fields():
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag")]
+
+
+def _parse_as(f):
+    """argparse's ``type=`` for the field ``f``: the value, or an error naming what is allowed."""
+    kind = int if f.type.startswith("int") else float
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed(f)}") from None
+        if check_setting(f, value) is not None:
+            raise argparse.ArgumentTypeError(f"{text} is not {allowed(f)}")
+        return value
+
+    return parse
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~minigpt.train.TrainConfig` field declared as one, with its help
+    and allowed values from the field; unset flags keep the preset's value."""
+    for f in _flag_fields():
+        name, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type.startswith("bool"):
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, help=help)
+        elif f.metadata["choices"]:
+            parser.add_argument(name, choices=f.metadata["choices"], help=help)
+        else:
+            parser.add_argument(
+                name, type=_parse_as(f), help=f"{help}; {allowed(f).removesuffix(' or None')}"
+            )
+
+
 def _train_changes(args) -> dict:
     """The TrainConfig fields the flags set (None: the preset's value)."""
-    return {
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "n_ctx": args.n_ctx,
-        "lr": args.lr,
-        "warmup_steps": args.warmup_steps,
-        "precision": args.precision,
-        "compile": args.compile,
-        "eval_interval": args.eval_interval,
-        "checkpoint_interval": args.checkpoint_interval,
-        "seed": args.seed,
-        "profile": args.profile or None,
-        "tensorboard": args.tensorboard or None,
-    }
+    return {f.name: getattr(args, f.name) for f in _flag_fields()}
 
 
 def _init_distributed(device_arg: str):
@@ -152,7 +170,11 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``minigpt-train`` / ``python -m minigpt.train``: see ``--help``."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except FlagError as err:
+        print(f"minigpt-train: error: {err}", file=sys.stderr)
+        return 2
     try:
         return run(args)
     except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:

@@ -277,4 +277,4 @@ def test_a_fractional_n_ctx_is_a_named_error_not_a_type_error_later():
     code = "from minigpt.train import TrainConfig; TrainConfig(n_ctx=2.5)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1
-    assert "ValueError: TrainConfig.n_ctx=2.5 must be None or a positive integer" in done.stderr
+    assert "ValueError: TrainConfig.n_ctx=2.5 must be an integer in [1, inf) or None" in done.stderr

@@ -38,8 +38,12 @@ def test_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--max-steps", "0"], "max_steps=0"),
+        (["--max-steps", "0"], "argument --max-steps: 0 is not an integer in [1, inf)"),
         (["--preset", "huge"], "preset='huge'"),
+        (["--seed", "-1"], "argument --seed: -1 is not an integer in [0, 4294967295]"),
+        (["--seed", str(2**64)], f"argument --seed: {2**64} is not an integer in [0, 4294967295]"),
+        (["--lr", "nan"], "argument --lr: nan is not a number in (0, 1)"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
     ],
 )
 def test_a_bad_flag_value_exits_2_with_one_line_naming_it(tmp_path, capsys, flags, named):
@@ -52,3 +56,18 @@ def test_a_bad_flag_value_exits_2_with_one_line_naming_it(tmp_path, capsys, flag
     assert lines[0].startswith("minigpt-train: error: ") and named in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_resume_of_a_folder_that_does_not_exist_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "never-trained"
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent\nMade glorious summer.\n" * 80)
+    args = ["--data", str(text), "--tokenizer", "gpt2", "--out", str(out), "--resume",
+            "--device", "cpu", "--n-ctx", "16", "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"minigpt-train: error: nothing to resume: {out / 'checkpoint.pt'} does not exist "
+        "(run without resume to start a new run there). Nothing was written."
+    ]
+    assert not out.exists()
