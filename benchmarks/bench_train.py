@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from minigpt.data import TokenData
 from minigpt.device import resolve_device
+from minigpt.formats.gpt2_weights import config_to_hf
 from minigpt.model import GPT
 from minigpt.presets import get_preset
 from minigpt.train import TrainRun, precision_for
@@ -93,7 +94,7 @@ def plain_step(model, optimizer, batches, device, autocast_dtype, hf: bool = Fal
     return step
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny", help="model shape (default: tiny)")
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: the preset's)")
@@ -113,7 +114,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="device peak, for MFU")
     parser.add_argument("--skip-hf", action="store_true", help="leave out the HF model")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _print_table(results: dict[str, float], tokens_per_step: int, flops: float, peak) -> None:
+    base = results["plain loop (sdpa)"]
+    print(
+        f"{'variant':34} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'vs plain':>9}"
+    )
+    for name, seconds in results.items():
+        tok_s = tokens_per_step / seconds
+        achieved = tok_s * flops / 1e12
+        mfu = f"{100 * achieved / peak:5.1f}%" if peak else "   n/a"
+        print(
+            f"{name:34} {seconds * 1e3:9.1f} {tok_s:10,.0f} {achieved:8.3f} {mfu:>6} "
+            f"{base / seconds:8.2f}x"
+        )
+    print("\n'vs plain' > 1 means faster than the plain nanoGPT-style loop on our model (sdpa).")
+
+
+def main() -> None:
+    args = _parse_args()
 
     device = resolve_device(args.device)
     if args.threads:
@@ -170,23 +191,10 @@ def main() -> None:
     if not args.skip_hf:
 
         def hf():
-            from transformers import GPT2Config, GPT2LMHeadModel
+            from transformers import GPT2LMHeadModel
 
-            hf_cfg = GPT2Config(
-                vocab_size=vocab,
-                n_positions=n_ctx,
-                n_embd=cfg.d_model,
-                n_layer=cfg.n_layers,
-                n_head=cfg.n_heads,
-                n_inner=cfg.d_mlp,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                bos_token_id=vocab - 1,
-                eos_token_id=vocab - 1,
-            )
-            torch.manual_seed(0)
-            model = GPT2LMHeadModel(hf_cfg).to(device)
+            torch.manual_seed(0)  # the same shape as ours, tied as GPT-2, no dropout
+            model = GPT2LMHeadModel(config_to_hf(cfg, tied=True, eot_id=vocab - 1)).to(device)
             return plain_step(
                 maybe_compile(model), adamw(model), batches, device, autocast_dtype, hf=True
             )
@@ -215,19 +223,7 @@ def main() -> None:
         for name, step in steps.items():
             rounds[name].append(time_steps(step, device, 0, args.steps))
     results = {name: float(np.median(times)) for name, times in rounds.items()}
-    base = results["plain loop (sdpa)"]
-    print(
-        f"{'variant':34} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'vs plain':>9}"
-    )
-    for name, seconds in results.items():
-        tok_s = batch * n_ctx / seconds
-        achieved = tok_s * flops / 1e12
-        mfu = f"{100 * achieved / peak:5.1f}%" if peak else "   n/a"
-        print(
-            f"{name:34} {seconds * 1e3:9.1f} {tok_s:10,.0f} {achieved:8.3f} {mfu:>6} "
-            f"{base / seconds:8.2f}x"
-        )
-    print("\n'vs plain' > 1 means faster than the plain nanoGPT-style loop on our model (sdpa).")
+    _print_table(results, batch * n_ctx, flops, peak)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,6 @@ def attention(
     scores = scores / math.sqrt(q.shape[-1]) if scale is None else scores * scale
     if mask is not None:
         allowed = mask[:, None] if mask.ndim == 3 else mask  # the same mask for every head
-        # The most negative float rather than -inf, as TransformerLens does: exp() of it is 0.
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     pattern = scores.softmax(dim=-1)
     if mask is not None:

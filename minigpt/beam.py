@@ -43,6 +43,8 @@ class BeamStep:
     kept: Int[Tensor, "batch num_beams"]
 
 
+# beam_search runs past 80 lines with its signature and docstring (34 of them); the body is one
+# loop over steps whose parts share six tensors, and it reads best whole, step by step.
 def beam_search(
     model: torch.nn.Module,
     tokens: Tensor,  # Int[Tensor, "batch pos"], checked by check_prompt with a clear message
@@ -78,16 +80,7 @@ def beam_search(
     """
     check_prompt(model, tokens, attention_mask)
     tokens, attention_mask = to_model_device(model, tokens, attention_mask)
-    check_count("num_beams", num_beams, low=1)
-    check_count("max_new_tokens", max_new_tokens, low=1)
-    if not isinstance(num_return_sequences, int) or not 1 <= num_return_sequences <= num_beams:
-        raise ValueError(
-            f"num_return_sequences={num_return_sequences!r} must be in [1, {num_beams}]"
-        )
-    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty)):
-        raise ValueError(f"length_penalty={length_penalty!r} must be a finite number")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping={early_stopping!r} must be True, False or 'never'")
+    _check_knobs(num_beams, max_new_tokens, num_return_sequences, length_penalty, early_stopping)
     eos = token_set("eos_token_id", eos_token_id, model.cfg.d_vocab, tokens.device)
     if pad_token_id is None:
         pad_token_id = int(eos[0]) if len(eos) else 0
@@ -105,10 +98,7 @@ def beam_search(
     running = torch.zeros(batch, num_beams, 0, dtype=torch.long, device=dev)  # new tokens only
     running_score = torch.full((batch, num_beams), DEAD, device=dev)
     running_score[:, 0] = 0.0  # all beams start identical: let only the first propose
-    done = torch.full((batch, num_beams, steps), pad_token_id, dtype=torch.long, device=dev)
-    done_score = torch.full((batch, num_beams), DEAD, device=dev)
-    done_len = torch.zeros(batch, num_beams, dtype=torch.long, device=dev)
-    done_flag = torch.zeros(batch, num_beams, dtype=torch.bool, device=dev)
+    done = _Finished.empty(batch, num_beams, steps, pad_token_id, dev)
     improvable = torch.ones(batch, dtype=torch.bool, device=dev)  # can any prompt still improve?
     top_beams = torch.arange(n_cand, device=dev) < num_beams
     offsets = torch.arange(batch, device=dev)[:, None] * num_beams
@@ -135,16 +125,8 @@ def beam_search(
             new_score = cand_score / new_len**length_penalty
             accept = ended & top_beams & improvable[:, None]
             if early_stopping is True:
-                accept &= ~done_flag.all(dim=-1, keepdim=True)
-            new_score = torch.where(accept, new_score, new_score + DEAD)
-            padded = torch.full((batch, n_cand, steps), pad_token_id, dtype=torch.long, device=dev)
-            padded[..., :new_len] = cand_seq
-            merged_score = torch.cat([done_score, new_score], dim=1)
-            best = merged_score.topk(num_beams, dim=-1).indices
-            done = _gather(torch.cat([done, padded], dim=1), best)
-            done_score = _gather(merged_score, best)
-            done_len = _gather(torch.cat([done_len, torch.full_like(token, new_len)], dim=1), best)
-            done_flag = _gather(torch.cat([done_flag, accept], dim=1), best)
+                accept &= ~done.flag.all(dim=-1, keepdim=True)
+            done.merge(cand_seq, torch.where(accept, new_score, new_score + DEAD), accept)
 
             # Carry the cache over to the surviving beams, then add their new tokens.
             decoder.select((_gather(parent, kept) + offsets).flatten())
@@ -152,18 +134,68 @@ def beam_search(
 
             hypothetical = steps if (early_stopping == "never" and length_penalty > 0) else new_len
             best_running = running_score[:, 0] / hypothetical**length_penalty
-            worst_done = torch.where(done_flag.all(dim=-1), done_score.min(dim=-1).values, DEAD)
+            worst_done = torch.where(done.flag.all(dim=-1), done.score.min(dim=-1).values, DEAD)
             improvable &= best_running > worst_done
-            if early_stopping is True and done_flag.all():
+            if early_stopping is True and done.flag.all():
                 break
             if not improvable.any() or ended.all():
                 break
 
     n_ret = num_return_sequences
-    out_len = int(done_len[:, :n_ret].max())
-    new = done[:, :n_ret, :out_len].reshape(batch * n_ret, out_len)
+    out_len = int(done.length[:, :n_ret].max())
+    new = done.seq[:, :n_ret, :out_len].reshape(batch * n_ret, out_len)
     result = torch.cat([tokens.repeat_interleave(n_ret, dim=0), new], dim=1)
-    return (result, done_score[:, :n_ret].flatten()) if return_scores else result
+    return (result, done.score[:, :n_ret].flatten()) if return_scores else result
+
+
+def _check_knobs(num_beams, max_new_tokens, num_return_sequences, length_penalty, early_stopping):
+    """ValueError naming the first of :func:`beam_search`'s settings out of its range."""
+    check_count("num_beams", num_beams, low=1)
+    check_count("max_new_tokens", max_new_tokens, low=1)
+    if not isinstance(num_return_sequences, int) or not 1 <= num_return_sequences <= num_beams:
+        raise ValueError(
+            f"num_return_sequences={num_return_sequences!r} must be in [1, {num_beams}]"
+        )
+    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty)):
+        raise ValueError(f"length_penalty={length_penalty!r} must be a finite number")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping={early_stopping!r} must be True, False or 'never'")
+
+
+@dataclass
+class _Finished:
+    """The ``num_beams`` best finished sequences of each prompt so far, padded to ``steps``."""
+
+    seq: Tensor  # [batch, beams, steps] new tokens, padded
+    score: Tensor  # [batch, beams] length-penalised scores (DEAD: an empty slot)
+    length: Tensor  # [batch, beams] new tokens in each
+    flag: Tensor  # [batch, beams] whether the slot holds a finished sequence
+    pad: int
+
+    @classmethod
+    def empty(cls, batch: int, num_beams: int, steps: int, pad: int, dev) -> _Finished:
+        return cls(
+            seq=torch.full((batch, num_beams, steps), pad, dtype=torch.long, device=dev),
+            score=torch.full((batch, num_beams), DEAD, device=dev),
+            length=torch.zeros(batch, num_beams, dtype=torch.long, device=dev),
+            flag=torch.zeros(batch, num_beams, dtype=torch.bool, device=dev),
+            pad=pad,
+        )
+
+    def merge(self, cand_seq: Tensor, cand_score: Tensor, accept: Tensor) -> None:
+        """Keep the best ``num_beams`` of the finished ones and the candidates ``accept`` lets
+        in (``cand_score`` is already DEAD where it does not)."""
+        batch, n_cand, new_len = cand_seq.shape
+        padded = torch.full((batch, n_cand, self.seq.shape[-1]), self.pad, dtype=torch.long,
+                            device=cand_seq.device)  # fmt: skip
+        padded[..., :new_len] = cand_seq
+        merged = torch.cat([self.score, cand_score], dim=1)
+        best = merged.topk(self.score.shape[1], dim=-1).indices
+        lengths = torch.full_like(accept, new_len, dtype=torch.long)
+        self.seq = _gather(torch.cat([self.seq, padded], dim=1), best)
+        self.score = _gather(merged, best)
+        self.length = _gather(torch.cat([self.length, lengths], dim=1), best)
+        self.flag = _gather(torch.cat([self.flag, accept], dim=1), best)
 
 
 def _gather(values: Tensor, index: Int[Tensor, "batch k"]) -> Tensor:

@@ -138,39 +138,8 @@ def check_mlp(
         )
     row = compare_tensors(f"{name}.hook_mlp_out", got, out, MLP_ATOL, MLP_RTOL)
     if not row.passed:
-        wrong_gelus = [(f(pre) @ W_out + b_out, m) for f, m in _WRONG_GELUS]
-        cause = _diagnose(
-            got,
-            [
-                *wrong_gelus,
-                (
-                    gelu_new(x @ W_in) @ W_out + b_out,
-                    "b_in is missing: the hidden layer is gelu(x @ W_in + b_in)",
-                ),
-                (post @ W_out, "b_out is missing: the output is post @ W_out + b_out"),
-                (gelu_new(x @ W_in) @ W_out, "both biases are missing: + b_in, + b_out"),
-                (gelu_new(out), "a GELU after W_out: the output is linear in the hidden layer"),
-            ],
-            MLP_ATOL,
-        )
-        if cause is None:
-            hidden = compare_tensors(f"{name}.mlp.hook_post", got_post, post, MLP_ATOL, MLP_RTOL)
-            if hidden.passed:
-                cause = (
-                    f"your hidden layer is {name}.mlp.hook_post, so the last step "
-                    "(post @ W_out + b_out) is at fault"
-                )
-            elif torch.allclose(got_gelu, post, atol=MLP_ATOL, rtol=MLP_RTOL):
-                cause = (
-                    f"your GELU turns {name}.mlp.hook_pre into hook_post, so x @ W_in + b_in "
-                    f"is not {name}.mlp.hook_pre"
-                )
-            else:
-                cause = (
-                    "called with W_out = identity and b_out = 0, your function should return "
-                    f"the hidden layer, but {hidden.describe()}: look at the GELU and at "
-                    "what comes after it"
-                )
+        weights = (W_in, b_in, W_out, b_out)
+        cause = _why_the_output_is_wrong(got, got_post, got_gelu, x, weights, cache, name)
         raise AssertionError(f"{row.describe()}. Likely cause: {cause}")
     hidden = compare_tensors(f"{name}.mlp.hook_post", got_post, post, MLP_ATOL, MLP_RTOL)
     if not hidden.passed:
@@ -186,3 +155,46 @@ def check_mlp(
         f"Correct: your MLP gives the reference's {name}.mlp.hook_post and {name}.hook_mlp_out "
         f"(atol {MLP_ATOL:g}, rtol {MLP_RTOL:g})."
     )
+
+
+def _why_the_output_is_wrong(got, got_post, got_gelu, x, weights, cache, name) -> str:
+    """The likely cause of a wrong MLP output: a known mistake, else the first step at fault
+    (found from the reader's hidden layer and GELU, computed with identity matrices)."""
+    W_in, b_in, W_out, b_out = weights
+    pre, post, out = (
+        cache[f"{name}.{h}"] for h in ("mlp.hook_pre", "mlp.hook_post", "hook_mlp_out")
+    )
+    wrong_gelus = [(f(pre) @ W_out + b_out, m) for f, m in _WRONG_GELUS]
+    cause = _diagnose(
+        got,
+        [
+            *wrong_gelus,
+            (
+                gelu_new(x @ W_in) @ W_out + b_out,
+                "b_in is missing: the hidden layer is gelu(x @ W_in + b_in)",
+            ),
+            (post @ W_out, "b_out is missing: the output is post @ W_out + b_out"),
+            (gelu_new(x @ W_in) @ W_out, "both biases are missing: + b_in, + b_out"),
+            (gelu_new(out), "a GELU after W_out: the output is linear in the hidden layer"),
+        ],
+        MLP_ATOL,
+    )
+    if cause is None:
+        hidden = compare_tensors(f"{name}.mlp.hook_post", got_post, post, MLP_ATOL, MLP_RTOL)
+        if hidden.passed:
+            cause = (
+                f"your hidden layer is {name}.mlp.hook_post, so the last step "
+                "(post @ W_out + b_out) is at fault"
+            )
+        elif torch.allclose(got_gelu, post, atol=MLP_ATOL, rtol=MLP_RTOL):
+            cause = (
+                f"your GELU turns {name}.mlp.hook_pre into hook_post, so x @ W_in + b_in "
+                f"is not {name}.mlp.hook_pre"
+            )
+        else:
+            cause = (
+                "called with W_out = identity and b_out = 0, your function should return "
+                f"the hidden layer, but {hidden.describe()}: look at the GELU and at "
+                "what comes after it"
+            )
+    return cause
