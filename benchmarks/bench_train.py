@@ -133,6 +133,20 @@ def _print_table(results: dict[str, float], tokens_per_step: int, flops: float, 
     print("\n'vs plain' > 1 means faster than the plain nanoGPT-style loop on our model (sdpa).")
 
 
+def _print_header(device, preset, cfg, vocab, batch, autocast_dtype, compile_, fused) -> None:
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"device {device} ({where}), "
+        f"torch {torch.__version__}, preset {preset.name}: d_model {cfg.d_model}, {cfg.n_layers} layers, "
+        f"vocab {vocab}, context {cfg.n_ctx}, batch {batch}, autocast {autocast_dtype}, compile {compile_}, "
+        f"fused AdamW {fused}"
+    )
+
+
 def main() -> None:
     args = _parse_args()
 
@@ -203,12 +217,7 @@ def main() -> None:
 
     flops = flops_per_token(fresh(), n_ctx)
     peak = peak_tflops(device, args.peak_tflops)
-    print(
-        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-        f"torch {torch.__version__}, preset {preset.name}: d_model {cfg.d_model}, {cfg.n_layers} layers, "
-        f"vocab {vocab}, context {n_ctx}, batch {batch}, autocast {autocast_dtype}, compile {compile_}, "
-        f"fused AdamW {fused}"
-    )
+    _print_header(device, preset, cfg, vocab, batch, autocast_dtype, compile_, fused)
     print(
         f"{flops / 1e6:.1f} MFLOPs per token; {args.warmup} warmup steps, then {args.repeats} "
         f"rounds of {args.steps} timed steps per variant (median round)\n"
