@@ -9,12 +9,9 @@
   tiktoken's and Hugging Face's); :func:`shakespeare_tokenizer`: trained on Shakespeare
   once, cached, loaded by the training and sampling chapters; :func:`show_tokens`.
 
-Other tools' files are read and written in :mod:`minigpt.formats`, which this module never
-imports. Their ids may follow any order; a tokenizer read from one is a subclass there
-(:class:`minigpt.formats.renumbered.RenumberedTokenizer`) that keeps this layout inside and
-renumbers ids at the edges, through three hooks: the table :meth:`decode` reads
-(``_by_id``), the special tokens' ids (``_special_ids``) and :meth:`_encode_chunk`, the one
-place a new word becomes ids. This class itself has one id space: its layout.
+Other tools' files live in :mod:`minigpt.formats`, never imported here; one numbered in
+another order gives ``formats.renumbered.RenumberedTokenizer``, which renumbers at three
+hooks (``_by_id``, ``_special_ids``, :meth:`_encode_chunk`). This class has one id space.
 """
 
 from __future__ import annotations
@@ -465,6 +462,11 @@ class BPETokenizer:
         that only use earlier ids, ...), and the checksum last, so that a damaged field is
         named."""
         data = read_json_file(Path(path), "tokenizer")
+        if cls.FILE_VERSION == FILE_VERSION and isinstance(data, dict) and data.get("version") == 3:
+            raise TokenizerFileError(  # written by the formats room's RenumberedTokenizer
+                f"{path} is a renumbered tokenizer (version 3, with an id map); read it with "
+                "minigpt.formats.renumbered.RenumberedTokenizer.load"
+            )
         check_format(
             data, Path(path), kind="minigpt tokenizer", format=FILE_FORMAT,
             version=cls.FILE_VERSION, error=TokenizerFileError,
