@@ -5,9 +5,8 @@
   special tokens, which come after the learned tokens. It trains, encodes (all at once,
   or lazily from a stream with :meth:`~BPETokenizer.encode_iterable`), decodes, and saves
   itself to (and loads itself from) one JSON file. The algorithm is in :mod:`minigpt.bpe`.
-* :func:`gpt2_tokenizer`: GPT-2's 50,000 merges from OpenAI's verified tables (ids equal
-  tiktoken's and Hugging Face's); :func:`shakespeare_tokenizer`: trained on Shakespeare
-  once, cached, loaded by the training and sampling chapters; :func:`show_tokens`.
+* :func:`gpt2_tokenizer` (GPT-2's, from OpenAI's verified tables), :func:`shakespeare_tokenizer`
+  (trained once and cached) and :func:`show_tokens` (text as coloured tokens).
 
 Other tools' files live in :mod:`minigpt.formats`, never imported here; one numbered in
 another order gives ``formats.renumbered.RenumberedTokenizer``, which renumbers at three
@@ -573,8 +572,7 @@ class TokenView:
     """Text drawn as coloured token spans (hover a span for its id); made by :func:`show_tokens`."""
 
     def __init__(self, tokenizer: BPETokenizer, ids: list[int]) -> None:
-        self.ids = ids
-        # A token that ends mid-character shows its stray bytes as \\xNN.
+        self.ids = ids  # a token that ends mid-character shows its stray bytes as \\xNN
         self.pieces = [
             tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids
         ]
