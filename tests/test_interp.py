@@ -291,3 +291,18 @@ def test_head_logit_attributions_add_up_to_the_attention_output(small):
         right = logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
         torch.testing.assert_close(whole, right - bias[tokens[:, 1:]], atol=1e-5, rtol=1e-4)
     assert dla.shape == (2, 2, 2, 11)
+
+
+def test_the_attention_view_has_one_heatmap_and_one_button_per_head():
+    from minigpt.notebook import ATTENTION_VIEW, attention_view
+
+    patterns = {"0.0": torch.eye(3), "1.2": uniform_pattern(3)}
+    fig = attention_view(patterns, ["a", "b", "c"], "title")
+    assert fig.layout.meta == ATTENTION_VIEW
+    assert [trace.visible for trace in fig.data] == [True, False]
+    assert fig.data[1].z[2] == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert list(fig.data[0].x) == ["0: a", "1: b", "2: c"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["head 0.0", "head 1.2"]
+    assert buttons[1].args[0]["visible"] == [False, True]
+    assert "key %{x}" in fig.data[0].hovertemplate
