@@ -11,7 +11,13 @@
   circuit ``W_pos W_Q W_K^T W_pos^T``, and the K-composition of a layer-1 head with a
   layer-0 head.
 * **Ablation and patching** run through TransformerLens hooks on a ``TransformerBridge``
-  (any object with ``run_with_hooks``): :func:`head_ablation_hook` and :func:`patch_head_hook`.
+  (any object with ``run_with_hooks``): :func:`head_ablation_hook`, :func:`ablation_hooks`
+  (several heads at once) and :func:`patch_head_hook`.
+* **The field's other tools**: per-head direct logit attribution (:func:`head_logit_attribution`),
+  detector scores computed inside a hook (:func:`detector_hook`), composition scores
+  (:func:`composition_scores`, with :func:`composition_baseline`), and the OV circuit's
+  copying score from its eigenvalues (:func:`copying_score`) and singular values
+  (:func:`ov_singular_values`).
 
 Every function that runs a model takes anything with ``run_with_cache(tokens)`` returning
 ``(logits, cache)`` with TransformerLens's hook names: :class:`minigpt.model.GPT` or the bridge.
@@ -24,18 +30,29 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 __all__ = [
+    "ablation_hooks",
+    "composition_baseline",
+    "composition_score",
+    "composition_scores",
     "copy_losses",
+    "copying_score",
+    "current_token_stripe",
+    "detector_hook",
+    "first_token_stripe",
     "head_ablation_hook",
+    "head_logit_attribution",
     "induction_scores",
     "induction_stripe",
     "k_composition_qk",
     "logit_difference",
     "ov_circuit",
+    "ov_singular_values",
     "patch_head_hook",
     "positional_qk",
     "previous_token_scores",
     "previous_token_stripe",
     "repeated_tokens",
+    "token_losses",
 ]
 
 
@@ -81,12 +98,41 @@ def induction_stripe(
     return pattern[:, :, queries, queries - seq + 1].mean(dim=(0, 2))
 
 
+def current_token_stripe(
+    pattern: Float[Tensor, "batch n_heads query_pos key_pos"],
+) -> Float[Tensor, " n_heads"]:
+    """Mean attention from each query ``i`` to itself (the diagonal): 1 for a current-token head."""
+    return pattern.diagonal(dim1=-2, dim2=-1).mean(dim=(0, 2))
+
+
+def first_token_stripe(
+    pattern: Float[Tensor, "batch n_heads query_pos key_pos"],
+) -> Float[Tensor, " n_heads"]:
+    """Mean attention from each query ``i >= 1`` to key 0: 1 for a head that rests on the
+    first token (an *attention sink*). Query 0 is left out: it can see nothing else."""
+    return pattern[:, :, 1:, 0].mean(dim=(0, 2))
+
+
 def previous_token_stripe(
     pattern: Float[Tensor, "batch n_heads query_pos key_pos"],
 ) -> Float[Tensor, " n_heads"]:
     """Mean attention from each query ``i >= 1`` to key ``i - 1``: 1 for a previous-token head."""
     queries = torch.arange(1, pattern.shape[-2], device=pattern.device)
     return pattern[:, :, queries, queries - 1].mean(dim=(0, 2))
+
+
+def token_losses(
+    logits: Float[Tensor, "batch logit_pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos_minus_1"]:
+    """The next-token loss at each position: entry ``p`` is the loss of predicting ``tokens[:, p + 1]``.
+
+    ``logits`` are the model's on ``tokens`` (or on ``tokens[:, :-1]``).
+    """
+    import torch.nn.functional as F
+
+    logits = logits[:, : tokens.shape[1] - 1]
+    losses = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    return losses.view(tokens.shape[0], -1)
 
 
 def copy_losses(
@@ -96,14 +142,13 @@ def copy_losses(
 
     ``logits`` are the model's on ``tokens`` (or on ``tokens[:, :-1]``). The first number is
     the loss of predicting ids ``1 .. seq - 1`` (the first copy, unpredictable for random
-    ids), the second of predicting ids ``seq .. 2 seq - 1`` (the repeated copy).
+    ids), the second of predicting ids ``seq .. 2 seq - 1`` (the repeated copy). The second
+    includes id ``seq``, the first token of the repeated copy: it follows the *last* token
+    of the first copy, which never came before it, so copying cannot predict it, and the
+    repeated-copy loss has a floor of about ``ln(d_vocab) / seq`` above zero.
     """
-    import torch.nn.functional as F
-
     seq = _check_repeated(tokens)
-    logits = logits[:, : tokens.shape[1] - 1]
-    losses = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
-    losses = losses.view(tokens.shape[0], -1)
+    losses = token_losses(logits, tokens)
     return float(losses[:, : seq - 1].mean()), float(losses[:, seq - 1 :].mean())
 
 
@@ -124,6 +169,22 @@ def previous_token_scores(
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Each head's :func:`previous_token_stripe` on ``tokens`` (any ``[batch, pos]``)."""
     return torch.stack([previous_token_stripe(p) for p in _patterns(model, tokens)])
+
+
+def detector_hook(stripe, scores: dict[str, Tensor]):
+    """A hook on ``blocks.L.attn.hook_pattern`` that stores ``stripe(pattern)`` in ``scores``.
+
+    ``stripe`` is one of this module's ``*_stripe`` functions (or any
+    ``pattern[batch, n_heads, q, k] -> [n_heads]``); ``scores[hook.name]`` receives its
+    value during the forward pass and the pattern itself is left unchanged. This is how
+    TransformerLens users compute head detectors: ``bridge.run_with_hooks(tokens,
+    fwd_hooks=[(lambda name: name.endswith("hook_pattern"), detector_hook(f, out))])``.
+    """
+
+    def hook(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], hook):
+        scores[hook.name] = stripe(pattern.detach())
+
+    return hook
 
 
 # -- circuits, from the weights ----------------------------------------------------------
@@ -157,6 +218,94 @@ def positional_qk(model, layer: int, head: int) -> Float[Tensor, "query_pos key_
     q = W_pos @ (attn.W_Q[head] * ln1.w[:, None])
     k = W_pos @ (attn.W_K[head] * ln1.w[:, None])
     return q @ k.T / attn.W_Q.shape[-1] ** 0.5
+
+
+def _ov(model, layer: int, head: int) -> Float[Tensor, "d_model d_model"]:
+    """``W_V W_O`` of one head, LayerNorm gain folded in, its output centred (as the next
+    LayerNorm centres it)."""
+    attn = _attn(model, layer)
+    W_V = attn.W_V[head] * model.blocks[layer].ln1.w[:, None]
+    W_O = attn.W_O[head]
+    return W_V @ (W_O - W_O.mean(-1, keepdim=True))
+
+
+def _qk(model, layer: int, head: int) -> Float[Tensor, "d_model d_model"]:
+    """``W_Q W_K^T / sqrt(d_head)`` of one head, LayerNorm gain folded in on both sides."""
+    attn, g = _attn(model, layer), model.blocks[layer].ln1.w[:, None]
+    return (attn.W_Q[head] * g) @ (attn.W_K[head] * g).T / attn.W_Q.shape[-1] ** 0.5
+
+
+def ov_singular_values(model, layer: int, head: int) -> Float[Tensor, " d_model"]:
+    """Singular values of the head's ``W_V W_O`` (``[d_model, d_model]``), largest first.
+
+    The product has rank at most ``d_head``: every value after the first ``d_head`` is 0
+    up to rounding. How fast the first ``d_head`` fall says how many directions the head
+    really moves.
+    """
+    return torch.linalg.svdvals(_ov(model, layer, head))
+
+
+def copying_score(circuit: Float[Tensor, "n n"]) -> float:
+    """``sum(eigenvalues) / sum(|eigenvalues|)`` of a square circuit (Elhage et al., 2021).
+
+    1 for a circuit whose eigenvalues are all positive (the identity: every token raises
+    itself), -1 when all are negative, about 0 for a rotation or random matrix. Applied to
+    :func:`ov_circuit`, a copying head scores near 1.
+    """
+    eig = torch.linalg.eigvals(circuit.double())
+    return float(eig.sum().real / eig.abs().sum())
+
+
+def composition_score(
+    W_A: Float[Tensor, "d_model d_model"], W_B: Float[Tensor, "d_model d_model"]
+) -> float:
+    """``||W_A W_B||_F / (||W_A||_F ||W_B||_F)``: how much of ``W_A``'s output ``W_B`` reads.
+
+    0 when ``W_A`` writes only into directions ``W_B`` ignores (orthogonal subspaces); at
+    most 1, reached when both are rank 1 and aligned.
+    """
+    return float(
+        torch.linalg.matrix_norm(W_A @ W_B)
+        / (torch.linalg.matrix_norm(W_A) * torch.linalg.matrix_norm(W_B))
+    )
+
+
+def composition_scores(model, kind: str, layer_a: int = 0, layer_b: int = 1) -> Tensor:
+    """``[n_heads of layer_a, n_heads of layer_b]``: each pair's Q-, K- or V-composition.
+
+    Head ``a`` writes ``x W_OV^a``. ``kind="Q"``: head ``b``'s queries read it,
+    ``W_OV^a W_QK^b``; ``"K"``: its keys do, ``W_OV^a (W_QK^b)^T``; ``"V"``: its values do,
+    ``W_OV^a W_OV^b``. Each is scored by :func:`composition_score`.
+    """
+    if kind not in ("Q", "K", "V"):
+        raise ValueError(f"kind must be 'Q', 'K' or 'V', got {kind!r}")
+    n = model.cfg.n_heads
+    out = torch.zeros(n, n)
+    for a in range(n):
+        ov_a = _ov(model, layer_a, a)
+        for b in range(n):
+            if kind == "V":
+                reader = _ov(model, layer_b, b)
+            else:
+                qk = _qk(model, layer_b, b)
+                reader = qk if kind == "Q" else qk.T
+            out[a, b] = composition_score(ov_a, reader)
+    return out
+
+
+def composition_baseline(
+    d_model: int, d_head: int, generator: torch.Generator, samples: int = 200
+) -> float:
+    """Mean :func:`composition_score` of two random rank-``d_head`` products of Gaussian
+    matrices ``[d_model, d_head] @ [d_head, d_model]``: what unrelated heads score."""
+    total = 0.0
+    for _ in range(samples):
+        a, b, c, d = (
+            torch.randn(shape, generator=generator)
+            for shape in ((d_model, d_head), (d_head, d_model)) * 2
+        )
+        total += composition_score(a @ b, c @ d)
+    return total / samples
 
 
 def k_composition_qk(
@@ -199,6 +348,23 @@ def head_ablation_hook(head: int, mean: Tensor | None = None):
     return hook
 
 
+def ablation_hooks(
+    heads: list[tuple[int, int]], means: dict[str, Tensor] | None = None
+) -> list[tuple[str, object]]:
+    """``fwd_hooks`` that remove several heads at once, ``heads = [(layer, head), ...]``.
+
+    ``means=None`` zero-ablates; otherwise ``means["blocks.L.attn.hook_z"]`` is a clean
+    run's ``z`` (``[batch, pos, n_heads, d_head]``) and each head is replaced by its mean
+    over the batch. Hooks on one activation run in turn, so every head listed is removed.
+    """
+    hooks = []
+    for layer, head in heads:
+        name = f"blocks.{layer}.attn.hook_z"
+        mean = None if means is None else means[name][:, :, head].mean(0)
+        hooks.append((name, head_ablation_hook(head, mean)))
+    return hooks
+
+
 def patch_head_hook(clean_z: Float[Tensor, "batch pos n_heads d_head"], head: int, position: int):
     """A hook on ``blocks.L.attn.hook_z`` writing the clean run's ``z`` of one head at one position."""
 
@@ -217,3 +383,29 @@ def logit_difference(
     last = logits[:, -1]
     rows = torch.arange(last.shape[0], device=last.device)
     return (last[rows, right] - last[rows, wrong]).mean()
+
+
+def head_logit_attribution(
+    model, cache, tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "n_layers n_heads batch pos_minus_1"]:
+    """Each head's direct contribution to the logit of the next token, at every position.
+
+    Head ``h`` of layer ``L`` adds ``z[:, p, h] @ W_O[h]`` to the residual stream; read
+    straight through the final LayerNorm (centred, divided by the run's own
+    ``ln_final.hook_scale``, times ``ln_final.w``) and ``W_U``, that is its share of
+    ``logit[p, tokens[p + 1]]``. ``cache`` is the run's ``run_with_cache`` output on
+    ``tokens``. The shares of all heads, of ``b_O``, the embeddings and the MLPs add up to
+    the logit minus ``ln_final.b @ W_U + b_U``; the path through later layers is not counted.
+    """
+    target = tokens[:, 1:]  # [batch, pos - 1]
+    scale = cache["ln_final.hook_scale"][:, :-1]  # [batch, pos - 1, 1]
+    W_U = model.unembed.W_U * model.ln_final.w[:, None]  # [d_model, d_vocab]
+    directions = W_U.T[target]  # [batch, pos - 1, d_model]
+    out = []
+    for layer in range(model.cfg.n_layers):
+        z = cache[f"blocks.{layer}.attn.hook_z"][:, :-1]  # [batch, pos - 1, n_heads, d_head]
+        W_O = _attn(model, layer).W_O  # [n_heads, d_head, d_model]
+        written = torch.einsum("bphd,hdm->hbpm", z, W_O)
+        written = written - written.mean(-1, keepdim=True)
+        out.append((written / scale * directions).sum(-1))  # [n_heads, batch, pos - 1]
+    return torch.stack(out)

@@ -131,3 +131,65 @@ def best_time(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+# -- figures the chapters share ---------------------------------------------------------
+
+ATTENTION_VIEW = "minigpt-attention-view"  # layout.meta of the view; the browser test finds it
+
+
+def attention_view(patterns: dict[str, torch.Tensor], tokens: list[str], title: str):
+    """An interactive attention view: one button per head, hover a cell to read it.
+
+    ``patterns`` maps a head's name (``"1.3"``) to its pattern ``[query_pos, key_pos]`` on
+    one sequence; ``tokens`` labels the positions. Each head is one heatmap of the figure and
+    the buttons show one at a time; hovering a cell shows the query token, the key token
+    and the weight. It is a plain plotly figure, so it draws offline like every other.
+    """
+    import plotly.graph_objects as go
+
+    labels = [f"{i}: {t}" for i, t in enumerate(tokens)]
+    fig = go.Figure()
+    for index, (name, pattern) in enumerate(patterns.items()):
+        fig.add_heatmap(
+            z=pattern.detach().cpu().tolist(),
+            x=labels,
+            y=labels,
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            name=f"head {name}",
+            visible=index == 0,
+            hovertemplate=(
+                f"head {name}<br>query %{{y}}<br>key %{{x}}<br>weight %{{z:.3f}}<extra></extra>"
+            ),
+        )
+    n = len(patterns)
+    buttons = [
+        dict(
+            label=f"head {name}",
+            method="restyle",
+            args=[{"visible": [i == index for i in range(n)]}],
+        )
+        for index, name in enumerate(patterns)
+    ]
+    fig.update_layout(
+        title=dict(text=title, y=0.98, yanchor="top"),
+        meta=ATTENTION_VIEW,
+        height=600,
+        margin=dict(t=120),
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="right",
+                buttons=buttons,
+                x=0,
+                y=1.02,
+                xanchor="left",
+                yanchor="bottom",
+            )
+        ],
+        xaxis=dict(title="key", showticklabels=False),
+        yaxis=dict(title="query", showticklabels=False, autorange="reversed"),
+    )
+    return fig

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from minigpt.exercises.ch08 import check_ablate_head, check_induction_score, check_ov_top_tokens
+from minigpt.exercises.ch08 import (
+    check_ablate_head,
+    check_composition_score,
+    check_first_token_score,
+    check_induction_score,
+    check_ov_top_tokens,
+)
 
 
 def score(pattern, offset=1, halves=True):
@@ -21,11 +27,23 @@ def ablate(z, head, axis=2):
     return z
 
 
+def first(pattern, include_query_0=False):
+    return pattern[:, :, 0 if include_query_0 else 1 :, 0].mean((0, 2))
+
+
+def composition(W_A, W_B, normalise=True, ord="fro"):
+    norm = torch.linalg.matrix_norm
+    product = norm(W_A @ W_B, ord=ord)
+    return product / (norm(W_A) * norm(W_B)) if normalise else product
+
+
 def test_accepts_right_answers(capsys):
     check_induction_score(score)
     check_ov_top_tokens(top)
     check_ablate_head(ablate)
-    assert capsys.readouterr().out.count("Correct") == 3
+    check_first_token_score(first)
+    check_composition_score(composition)
+    assert capsys.readouterr().out.count("Correct") == 5
 
 
 def test_rejects_wrong_answers():
@@ -37,3 +55,13 @@ def test_rejects_wrong_answers():
         check_ablate_head(lambda z, h: ablate(z, h, axis=1))
     with pytest.raises(AssertionError, match="return"):
         check_ablate_head(lambda z, h: None)
+    with pytest.raises(AssertionError, match="query 0"):
+        check_first_token_score(lambda p: first(p, include_query_0=True))
+    with pytest.raises(AssertionError, match="first key"):
+        check_first_token_score(lambda p: p[:, :, 1:, 1].mean((0, 2)))
+    with pytest.raises(AssertionError, match="divide"):
+        check_composition_score(lambda a, b: composition(a, b, normalise=False))
+    with pytest.raises(AssertionError, match="W_A @ W_B"):
+        check_composition_score(lambda a, b: composition(a, b.T))
+    with pytest.raises(AssertionError, match="spectral"):
+        check_composition_score(lambda a, b: composition(a, b, ord=2))

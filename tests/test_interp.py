@@ -7,18 +7,29 @@ import torch
 
 from minigpt.config import GPTConfig
 from minigpt.interp import (
+    ablation_hooks,
+    composition_baseline,
+    composition_score,
+    composition_scores,
     copy_losses,
+    copying_score,
+    current_token_stripe,
+    detector_hook,
+    first_token_stripe,
     head_ablation_hook,
+    head_logit_attribution,
     induction_scores,
     induction_stripe,
     k_composition_qk,
     logit_difference,
     ov_circuit,
+    ov_singular_values,
     patch_head_hook,
     positional_qk,
     previous_token_scores,
     previous_token_stripe,
     repeated_tokens,
+    token_losses,
 )
 from minigpt.model import GPT
 
@@ -161,3 +172,137 @@ def test_hooks_ablate_and_patch_one_head():
     logits = torch.zeros(2, 3, 4)
     logits[:, -1, 1] = 2.0
     assert float(logit_difference(logits, torch.tensor([1, 1]), torch.tensor([0, 3]))) == 2.0
+
+
+def test_current_and_first_token_stripes_on_hand_made_heads():
+    n = 6
+    eye, sink = torch.eye(n), torch.zeros(n, n)
+    sink[:, 0] = 1.0
+    heads = torch.stack([eye, sink, uniform_pattern(n)])[None]
+    torch.testing.assert_close(
+        current_token_stripe(heads),
+        torch.tensor([1.0, 1 / n, sum(1 / (i + 1) for i in range(n)) / n]),
+    )
+    # query 0 is left out of the first-token score: it can attend nowhere else
+    uniform = sum(1 / (i + 1) for i in range(1, n)) / (n - 1)
+    torch.testing.assert_close(first_token_stripe(heads), torch.tensor([0.0, 1.0, uniform]))
+
+
+class Named:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_a_detector_inside_a_hook_equals_the_packages_scores(small):
+    tokens = repeated_tokens(3, 6, 20, torch.Generator().manual_seed(4))
+    _, acts = small.run_with_cache(tokens)
+    found = {}
+    for layer in range(2):
+        name = f"blocks.{layer}.attn.hook_pattern"
+        pattern = acts[name]
+        assert detector_hook(previous_token_stripe, found)(pattern, Named(name)) is None
+    got = torch.stack([found[f"blocks.{i}.attn.hook_pattern"] for i in range(2)])
+    torch.testing.assert_close(got, previous_token_scores(small, tokens), atol=0, rtol=0)
+
+
+def test_token_losses_are_the_per_position_cross_entropy():
+    tokens = torch.tensor([[0, 1, 2]])
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 1] = 50.0  # certain of the right token at position 0 only
+    losses = token_losses(logits, tokens)
+    assert losses.shape == (1, 2) and float(losses[0, 0]) < 1e-10
+    assert float(losses[0, 1]) == pytest.approx(math.log(4))
+
+
+def test_copying_score_of_identity_minus_identity_and_a_rotation():
+    assert copying_score(torch.eye(5)) == pytest.approx(1.0)
+    assert copying_score(-2 * torch.eye(5)) == pytest.approx(-1.0)
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # eigenvalues +i and -i
+    assert copying_score(rotation) == pytest.approx(0.0, abs=1e-12)
+    assert copying_score(torch.diag(torch.tensor([3.0, -1.0]))) == pytest.approx(0.5)
+
+
+def test_composition_score_is_zero_for_orthogonal_subspaces_and_one_when_aligned():
+    d = 6
+    a, b = torch.zeros(d, d), torch.zeros(d, d)
+    a[:, :3] = torch.randn(d, 3)  # writes into directions 0-2 only
+    b[3:] = torch.randn(3, d)  # reads directions 3-5 only
+    assert composition_score(a, b) == 0.0
+    u, v = torch.randn(d, 1), torch.randn(d, 1)
+    assert composition_score(u @ v.T, v @ u.T) == pytest.approx(1.0, rel=1e-5)
+    baseline = composition_baseline(64, 16, torch.Generator().manual_seed(0), samples=20)
+    assert 0.05 < baseline < 0.3
+
+
+def test_composition_scores_read_the_right_matrices(small):
+    with torch.no_grad():
+        scores = {kind: composition_scores(small, kind) for kind in "QKV"}
+        a0, a1 = small.blocks[0].attn, small.blocks[1].attn
+        W_O = a0.W_O[1] - a0.W_O[1].mean(-1, keepdim=True)
+        ov = a0.W_V[1] @ W_O  # unit LayerNorm gains
+        k = composition_score(ov, (a1.W_Q[0] @ a1.W_K[0].T / 8**0.5).T)
+    assert all(s.shape == (2, 2) for s in scores.values())
+    assert float(scores["K"][1, 0]) == pytest.approx(k, rel=1e-5)
+    assert not torch.allclose(scores["Q"], scores["K"])
+    with pytest.raises(ValueError, match="kind"):
+        composition_scores(small, "O")
+
+
+def test_ov_singular_values_have_rank_d_head(small):
+    with torch.no_grad():
+        values = ov_singular_values(small, 0, 0)
+    assert values.shape == (16,) and float(values[7]) > 1e-4
+    assert float(values[8:].max()) < 1e-5 * float(values[0])  # rank d_head = 8
+
+
+def test_joint_ablation_hooks_remove_every_head_listed():
+    z = torch.randn(2, 3, 4, 5)
+    hooks = ablation_hooks([(0, 1), (0, 3), (1, 2)])
+    assert [name for name, _ in hooks] == ["blocks.0.attn.hook_z"] * 2 + ["blocks.1.attn.hook_z"]
+    out = z
+    for _, hook in hooks[:2]:
+        out = hook(out)
+    assert out[:, :, [1, 3]].abs().max() == 0 and torch.equal(out[:, :, [0, 2]], z[:, :, [0, 2]])
+    means = {"blocks.0.attn.hook_z": z, "blocks.1.attn.hook_z": z}
+    meaned = ablation_hooks([(0, 2)], means)[0][1](z)
+    torch.testing.assert_close(meaned[1, :, 2], z[:, :, 2].mean(0))
+
+
+def test_head_logit_attributions_add_up_to_the_attention_output(small):
+    """Heads plus b_O give hook_attn_out's share; every part together gives the logit."""
+    tokens = repeated_tokens(2, 6, 20, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits, acts = small.run_with_cache(tokens)
+        dla = head_logit_attribution(small, acts, tokens)
+        W_U = small.unembed.W_U * small.ln_final.w[:, None]
+        direction = W_U.T[tokens[:, 1:]]
+        scale = acts["ln_final.hook_scale"][:, :-1]
+
+        def share(x):  # [batch, pos, d_model] -> the next token's logit it gives
+            x = x[:, :-1]
+            return ((x - x.mean(-1, keepdim=True)) / scale * direction).sum(-1)
+
+        b_O = small.blocks[1].attn.b_O.expand_as(acts["blocks.1.hook_attn_out"])
+        torch.testing.assert_close(
+            dla[1].sum(0) + share(b_O), share(acts["blocks.1.hook_attn_out"]), atol=1e-5, rtol=1e-4
+        )
+        whole = share(acts["blocks.1.hook_resid_post"])
+        bias = small.ln_final.b @ small.unembed.W_U + small.unembed.b_U
+        right = logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+        torch.testing.assert_close(whole, right - bias[tokens[:, 1:]], atol=1e-5, rtol=1e-4)
+    assert dla.shape == (2, 2, 2, 11)
+
+
+def test_the_attention_view_has_one_heatmap_and_one_button_per_head():
+    from minigpt.notebook import ATTENTION_VIEW, attention_view
+
+    patterns = {"0.0": torch.eye(3), "1.2": uniform_pattern(3)}
+    fig = attention_view(patterns, ["a", "b", "c"], "title")
+    assert fig.layout.meta == ATTENTION_VIEW
+    assert [trace.visible for trace in fig.data] == [True, False]
+    assert fig.data[1].z[2] == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert list(fig.data[0].x) == ["0: a", "1: b", "2: c"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["head 0.0", "head 1.2"]
+    assert buttons[1].args[0]["visible"] == [False, True]
+    assert "key %{x}" in fig.data[0].hovertemplate

@@ -6,7 +6,12 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.interp import head_ablation_hook, induction_stripe
+from minigpt.interp import (
+    composition_score,
+    first_token_stripe,
+    head_ablation_hook,
+    induction_stripe,
+)
 
 
 def _hand_made_patterns(seq: int, gen: torch.Generator) -> torch.Tensor:
@@ -87,3 +92,59 @@ def check_ablate_head(ablate_head: Callable, seed: int = 0) -> None:
             )
         raise AssertionError("only head 2 should change; the other heads must be left as they were")
     print("Correct: that hook zero-ablates one head.")
+
+
+def check_first_token_score(first_token_score: Callable, seq: int = 6) -> None:
+    """Check ``first_token_score(pattern) -> [n_heads]``: the mean attention from each query
+    ``i >= 1`` to key 0, for ``pattern[batch, n_heads, query_pos, key_pos]``."""
+    n = 2 * seq
+    sink = torch.zeros(n, n)
+    sink[:, 0] = 1.0
+    pattern = _hand_made_patterns(seq, torch.Generator().manual_seed(1))
+    pattern = torch.cat([sink.expand(2, 1, n, n), pattern], dim=1)
+    got = torch.as_tensor(first_token_score(pattern))
+    if tuple(got.shape) != (4,):
+        raise AssertionError(f"expected one score per head, shape (4,), got {tuple(got.shape)}")
+    if abs(float(got[0]) - 1.0) > 1e-6:
+        raise AssertionError(
+            f"a head that always attends to position 0 should score 1, got {float(got[0]):.4f}: "
+            "read pattern[..., 0], the first key"
+        )
+    expected = first_token_stripe(pattern)
+    with_query_0 = pattern[:, :, :, 0].mean(dim=(0, 2))
+    if torch.allclose(got.float(), with_query_0, atol=1e-6) and not torch.allclose(
+        with_query_0, expected, atol=1e-6
+    ):
+        raise AssertionError(
+            "leave out query 0: it can attend only to itself, so it says nothing about the head"
+        )
+    torch.testing.assert_close(
+        got.float(), expected, atol=1e-6, rtol=0, msg="average over the batch and queries 1 .."
+    )
+    print("Correct: that is the first-token (attention sink) score.")
+
+
+def check_composition_score(score: Callable, seed: int = 0) -> None:
+    """Check ``score(W_A, W_B) -> float``: ``||W_A W_B||_F / (||W_A||_F ||W_B||_F)``."""
+    gen = torch.Generator().manual_seed(seed)
+    d = 8
+    a, b = torch.zeros(d, d), torch.zeros(d, d)
+    a[:, :4] = torch.randn(d, 4, generator=gen)  # writes into directions 0-3
+    b[4:] = torch.randn(4, d, generator=gen)  # reads only directions 4-7
+    got = float(score(a, b))
+    if abs(got) > 1e-6:
+        raise AssertionError(
+            f"W_A writes only where W_B does not read, so the score must be 0, got {got:.4f}: "
+            "multiply W_A @ W_B (the output of A is the input of B)"
+        )
+    W_A = torch.randn(d, 3, generator=gen) @ torch.randn(3, d, generator=gen)
+    W_B = torch.randn(d, 3, generator=gen) @ torch.randn(3, d, generator=gen)
+    got, expected = float(score(W_A, W_B)), composition_score(W_A, W_B)
+    unnormalised = float(torch.linalg.matrix_norm(W_A @ W_B))
+    if abs(got - unnormalised) < 1e-4 * unnormalised:
+        raise AssertionError("divide by ||W_A||_F ||W_B||_F, so that the score is at most 1")
+    if abs(got - expected) > 1e-5:
+        spectral = float(torch.linalg.matrix_norm(W_A @ W_B, ord=2))
+        hint = " (that is the spectral norm: use the Frobenius norm)" if spectral > got else ""
+        raise AssertionError(f"expected {expected:.5f}, got {got:.5f}{hint}")
+    print("Correct: that is the composition score.")

@@ -398,3 +398,64 @@ def test_search_finds_the_chapters(browser, base_url):
         )
     assert results, "search.html?q=attention returned no results"
     assert all(not href.startswith("http") for href in results), results
+
+
+# Chapter 8's attention view (minigpt.notebook.attention_view), found by its layout.meta.
+ATTENTION_VIEW_JS = """
+const div = Array.from(document.querySelectorAll('.plotly-graph-div'))
+  .find(d => d.layout && d.layout.meta === arguments[0]);
+if (!div) return null;
+const hover = div.querySelector('.hoverlayer .hovertext');
+return {
+  id: div.id,
+  drawn: !!(div._fullLayout && div.querySelector('svg.main-svg')),
+  visible: div.data.map(t => t.visible === true),
+  names: div.data.map(t => t.name),
+  buttons: div.querySelectorAll('.updatemenu-button').length,
+  hover: hover ? hover.textContent : null,
+};
+"""
+
+
+def _wait_for(driver, script, arg, done, timeout=FIGURE_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        state = driver.execute_script(script, arg)
+        if (state and done(state)) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
+@needs_browser
+def test_the_attention_view_picks_a_head_and_shows_tokens_on_hover(browser, base_url):
+    """On chapter 8's page, the reader clicks a head's button and hovers over a cell."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from minigpt.notebook import ATTENTION_VIEW
+
+    page = "08_interp.html"
+    if page not in PAGES:
+        pytest.fail(f"{page} is not in the built site {SITE}")
+    browser.get(f"{base_url}/{page}")
+    _wait_for_figures(browser)
+    view = browser.execute_script(ATTENTION_VIEW_JS, ATTENTION_VIEW)
+    assert view is not None, f"no figure with layout.meta {ATTENTION_VIEW!r} on {page}"
+    assert view["drawn"], "the attention view did not draw"
+    n = len(view["visible"])
+    assert n >= 2 and view["buttons"] == n, view
+    assert view["visible"] == [True] + [False] * (n - 1), view["visible"]
+
+    div = browser.find_element(By.ID, view["id"])
+    buttons = div.find_elements(By.CSS_SELECTOR, ".updatemenu-button")
+    ActionChains(browser).move_to_element(buttons[-1]).click().perform()
+    picked = [False] * (n - 1) + [True]
+    view = _wait_for(browser, ATTENTION_VIEW_JS, ATTENTION_VIEW, lambda s: s["visible"] == picked)
+    assert view["visible"] == picked, f"clicking the last head's button left {view['visible']}"
+
+    drag = div.find_element(By.CSS_SELECTOR, ".nsewdrag")
+    ActionChains(browser).move_to_element(drag).move_by_offset(3, 3).perform()
+    view = _wait_for(browser, ATTENTION_VIEW_JS, ATTENTION_VIEW, lambda s: s["hover"])
+    hover = view["hover"] or ""
+    assert view["names"][-1] in hover, f"hover shows {hover!r}, not {view['names'][-1]}"
+    assert "query" in hover and "key" in hover and "weight" in hover, hover
