@@ -36,14 +36,11 @@ from torch import Tensor, nn
 
 from minigpt.checkpoint import (
     CHECKPOINT_NAME,
-    FORMAT,
     METRICS_NAME,
-    VERSION,
+    Checkpoint,
     CheckpointError,
-    check_model_config,
-    load_checkpoint,
+    read_checkpoint,
     read_metrics,
-    save_atomic,
     truncate_metrics,
 )
 from minigpt.data import TokenData
@@ -63,6 +60,7 @@ __all__ = [
 # -- the settings -------------------------------------------------------------------------
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+SEED_MAX = 2**64 - 1  # torch's generators take a seed of 64 unsigned bits
 # Fields that may change between a run and its resumption without changing its losses.
 # (Not max_steps: the cosine schedule is laid out over max_steps, so changing it changes
 # every learning rate after warmup, and a resumed run would differ from an uninterrupted one.)
@@ -77,85 +75,126 @@ RESUMABLE_CHANGES = (
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values a setting may take: an int or float in a range, a bool, or one of choices.
+
+    ``low``/``high`` are inclusive ends, ``above``/``below`` exclusive ones; floats must be
+    finite. ``Allowed(int, low=1).describe() == "a positive integer"``.
+    """
+
+    kind: type  # int, float, bool or str
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[str, ...] = ()
+    none: bool = False  # None is allowed too (it means "decided elsewhere")
+
+    def admits(self, value) -> bool:
+        if value is None:
+            return self.none
+        if self.kind is bool or isinstance(value, bool):
+            return self.kind is bool and isinstance(value, bool)
+        if self.kind is str:
+            return value in self.choices
+        kinds = int if self.kind is int else int | float
+        if not isinstance(value, kinds) or (self.kind is float and not math.isfinite(value)):
+            return False
+        return not (
+            (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+            or (self.above is not None and value <= self.above)
+            or (self.below is not None and value >= self.below)
+        )
+
+    def describe(self) -> str:
+        if self.kind is bool:
+            text = "True or False"
+        elif self.kind is str:
+            text = "one of " + ", ".join(self.choices)
+        else:
+            noun = "integer" if self.kind is int else "finite number"
+            lo = f"[{self.low}" if self.low is not None else f"({self.above}"
+            hi = f"{self.high}]" if self.high is not None else f"{self.below})"
+            if self.high is None and self.below is None:
+                bound = f"> {self.above}" if self.low is None else f">= {self.low}"
+                text = "a positive integer" if (self.kind, self.low) == (int, 1) else None
+                text = text or f"a{'n' if noun[0] == 'i' else ''} {noun} {bound}"
+            else:
+                text = f"a{'n' if noun[0] == 'i' else ''} {noun} in {lo}, {hi}"
+        return f"None or {text}" if self.none else text
+
+
+def setting(default, allowed: Allowed, help: str, *, flag: bool = False):
+    """A :class:`TrainConfig` field, with its allowed values and what it does; with ``flag``,
+    ``minigpt-train`` has an option for it (``--max-steps`` for ``max_steps``)."""
+    return field(default=default, metadata={"allowed": allowed, "help": help, "flag": flag})
+
+
+def flag(default, allowed: Allowed, help: str):
+    """A :func:`setting` that is also a ``minigpt-train`` option."""
+    return setting(default, allowed, help, flag=True)
+
+
+POSITIVE, COUNT, BOOL = Allowed(int, low=1), Allowed(int, low=0), Allowed(bool)
+UNIT = Allowed(float, low=0, below=1)  # [0, 1)
+NONNEGATIVE = Allowed(float, low=0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train. The defaults suit a small model on a CPU.
 
     ``batch_size`` counts sequences per optimizer step over every process and micro-step,
     so the same config gives the same losses on 1 or 2 processes and with any ``grad_accum``.
+    Each field carries its allowed values and its help (:func:`setting`): ``__post_init__``
+    checks them, and ``minigpt-train`` makes its options from the :func:`flag` fields.
     """
 
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 32  # sequences per optimizer step (all processes, all micro-steps)
-    grad_accum: int = 1  # micro-steps per optimizer step (the batch is cut into this many)
-    n_ctx: int | None = None  # tokens per training window; None: the model's n_ctx
-    lr: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 100  # linear warmup from lr / warmup_steps to lr
-    weight_decay: float = 0.1  # AdamW decay, on matrices only (not biases or LayerNorm)
-    beta1: float = 0.9
-    beta2: float = 0.95  # GPT-3's value; steadier than 0.999 for transformers
-    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    eval_interval: int = 100  # steps between validation losses (also at step 0 and the end)
-    eval_windows: int = 32  # validation windows, the same ones every time
-    checkpoint_interval: int = 0  # steps between checkpoints; 0: only at the end and on Ctrl-C
-    log_interval: int = 1  # steps between lines of metrics.jsonl
-    seed: int = 0  # seeds the data order (and torch's global RNG for the run)
-    precision: str = (
-        "auto"  # auto: bfloat16 autocast on CUDA (float16 + scaler if no bf16), else float32
+    max_steps: int = flag(1000, POSITIVE, "optimizer steps")
+    batch_size: int = flag(32, POSITIVE, "sequences per optimizer step, all processes together")
+    grad_accum: int = flag(1, POSITIVE, "micro-steps per optimizer step (each gets a slice)")
+    n_ctx: int | None = flag(
+        None, Allowed(int, low=1, none=True), "tokens per training window (None: the model's)"
     )
-    compile: bool = False  # torch.compile the model for the training steps
-    fused_adamw: bool | None = None  # None: fused AdamW on CUDA, the default kernel elsewhere
-    profile: bool = False  # write a torch.profiler trace of steps 2-4 to OUT/profile
-    tensorboard: bool = False  # also write TensorBoard events to OUT/tensorboard
+    lr: float = flag(1e-3, Allowed(float, above=0, below=1), "peak learning rate (after warmup)")
+    min_lr: float = setting(1e-4, NONNEGATIVE, "learning rate at the end of the cosine decay")
+    warmup_steps: int = flag(100, COUNT, "steps of linear warmup (at most max_steps)")
+    weight_decay: float = setting(0.1, NONNEGATIVE, "AdamW decay, on matrices only")
+    beta1: float = setting(0.9, UNIT, "AdamW's decay of the gradient's running mean")
+    beta2: float = setting(0.95, UNIT, "GPT-3's value; steadier than 0.999 for transformers")
+    grad_clip: float = setting(1.0, NONNEGATIVE, "clip the gradient norm to this (0: no clipping)")
+    eval_interval: int = flag(100, POSITIVE, "steps between validation losses (and at the end)")
+    eval_windows: int = setting(32, POSITIVE, "validation windows, the same ones every time")
+    checkpoint_interval: int = flag(0, COUNT, "steps between checkpoints (0: at the end only)")
+    log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl")
+    seed: int = flag(0, Allowed(int, low=0, high=SEED_MAX), "seed of the data order and the init")
+    # auto: bfloat16 autocast on CUDA (float16 and a gradient scaler without bf16), else float32
+    precision: str = flag("auto", Allowed(str, choices=PRECISIONS), "autocast dtype")
+    compile: bool = flag(False, BOOL, "torch.compile the model for the training steps")
+    fused_adamw: bool | None = setting(
+        None, Allowed(bool, none=True), "None: fused AdamW on CUDA, the plain kernel elsewhere"
+    )
+    profile: bool = flag(False, BOOL, "torch.profiler trace of steps 2-4 in OUT/profile")
+    tensorboard: bool = flag(False, BOOL, "TensorBoard events in OUT/tensorboard")
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_windows")
-        for name in positive + ("log_interval",):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be a positive integer")
-        for name in ("warmup_steps", "checkpoint_interval", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
-        n_ctx = self.n_ctx
-        if n_ctx is not None and (
-            not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1
-        ):
-            raise ValueError(f"TrainConfig.n_ctx={n_ctx!r} must be None or a positive integer")
+        for f in dataclasses.fields(self):
+            value, allowed = getattr(self, f.name), f.metadata["allowed"]
+            if not allowed.admits(value):
+                raise ValueError(f"TrainConfig.{f.name}={value!r} must be {allowed.describe()}")
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}: "
                 "the peak learning rate would never be reached"
             )
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be a multiple of "
                 f"grad_accum={self.grad_accum}"
             )
-        if not 0 < self.lr < 1 or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(
-                f"TrainConfig: need 0 < lr < 1 and 0 <= min_lr <= lr, got lr={self.lr}, "
-                f"min_lr={self.min_lr}"
-            )
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be in [0, 1)")
-        for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"TrainConfig.precision={self.precision!r} must be one of {', '.join(PRECISIONS)}"
-            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"TrainConfig.min_lr={self.min_lr} must be at most lr={self.lr}")
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (and checked again)."""
@@ -346,6 +385,9 @@ class TrainRun:
 
     def start(self, resume: bool) -> None:
         path = self.checkpoint_path
+        if resume and (path is None or not path.is_file()):
+            where = "resume=True needs out_dir" if path is None else f"there is no {path}"
+            raise CheckpointError(f"nothing to resume: {where}. Nothing was created.")
         if self.writes:
             self._lock = FileLock(self.out_dir / ".lock")
             if not self._lock.acquire(wait=False):
@@ -355,8 +397,6 @@ class TrainRun:
                     "folder. Nothing was changed."
                 )
         if resume:
-            if path is None:
-                raise CheckpointError("resume=True needs out_dir, the folder of the run")
             self._load(path)
         elif path is not None and path.is_file():
             raise CheckpointError(
@@ -377,28 +417,25 @@ class TrainRun:
         if not resume:
             self._log({"step": 0, "loss": self.evaluate("train"), **self._eval()})
 
-    def _state(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "step": self.step,
-            "model_config": dataclasses.asdict(self.model.cfg),
-            "train_config": dataclasses.asdict(self.cfg),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "data": self.generator.get_state(),
-            },
-            "meta": self.meta,
-        }
+    def checkpoint(self) -> Checkpoint:
+        """Everything a resumed run needs to take the steps this one would have taken."""
+        return Checkpoint(
+            model_config=self.model.cfg,
+            model=self.model.state_dict(),
+            step=self.step,
+            meta=self.meta,
+            train_config=dataclasses.asdict(self.cfg),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            data_rng=self.generator.get_state(),
+        )
 
     def save(self) -> None:
         if self.writes:
-            save_atomic(self._state(), self.checkpoint_path)
+            self.checkpoint().save(self.checkpoint_path)
         if self.distributed:
             dist.barrier()
 
@@ -409,32 +446,34 @@ class TrainRun:
         return "No checkpoint was written."
 
     def _load(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        check_model_config(state, self.model.cfg, path)
-        diffs = self.cfg.differences(state["train_config"])
+        ckpt = read_checkpoint(path, map_location=self.device)
+        ckpt.check_model_config(self.model.cfg)
+        ckpt.require_training_state()
+        diffs = self.cfg.differences(ckpt.train_config)
         if diffs:
             raise CheckpointError(
                 f"checkpoint {path} was made with other training settings ({'; '.join(diffs)}); "
                 "resume with the same arguments"
             )
-        saved = state.get("meta") or {}
         changed = [
-            f"{k}: {saved[k]!r} vs {v!r}" for k, v in self.meta.items() if saved.get(k, v) != v
+            f"{k}: {ckpt.meta[k]!r} vs {v!r}"
+            for k, v in self.meta.items()
+            if ckpt.meta.get(k, v) != v
         ]
         if changed:
             raise CheckpointError(
                 f"checkpoint {path} was trained on other data ({'; '.join(changed)}); "
                 "resume with the same corpus and tokenizer"
             )
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        self.generator.set_state(state["rng"]["data"].cpu())
-        self.step = int(state["step"])
+        ckpt.load_into(self.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.scheduler.load_state_dict(ckpt.scheduler)
+        self.scaler.load_state_dict(ckpt.scaler)
+        torch.set_rng_state(ckpt.torch_rng.cpu())
+        if ckpt.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt.cuda_rng])
+        self.generator.set_state(ckpt.data_rng.cpu())
+        self.step = ckpt.step
 
     def close(self) -> None:
         if self._lock is not None:
