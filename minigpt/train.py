@@ -1,17 +1,12 @@
 """Train a GPT on next-token prediction: ``train(model, data, TrainConfig(...), out_dir=...)``.
 
-One optimizer step: draw ``batch_size`` random windows (from a seeded generator, so the
-data order is reproducible and resumable), run them forward in ``grad_accum``
-micro-batches, average the cross-entropy gradients, clip the global norm, take an AdamW
-step (weight decay on matrices only), and move the learning rate along its schedule
-(linear warmup, then cosine decay). Every so often it measures the loss on a fixed set of
-validation windows and writes a checkpoint. Under ``torchrun`` it trains data-parallel
-with PyTorch's ``DistributedDataParallel``; only rank 0 writes files.
-
-Everything of the loop lives here: its settings (:class:`TrainConfig`), the loss, the
-schedule, the parameter groups, mixed precision and the profiler, the run's state
-(:class:`TrainRun`) and :func:`train` itself. The command line is ``minigpt-train`` (or
-``python -m minigpt.train``), in :mod:`minigpt.train_cli`.
+One optimizer step: draw ``batch_size`` random windows (from a seeded generator, so the data
+order is reproducible and resumable), run them forward in ``grad_accum`` micro-batches,
+average the cross-entropy gradients, clip the global norm, take an AdamW step (weight decay
+on matrices only), and move the learning rate along its schedule (linear warmup, then
+cosine decay). Every so often it measures the loss on fixed validation windows and writes a
+checkpoint. Under ``torchrun`` it trains data-parallel (``DistributedDataParallel``); only
+rank 0 writes files. The command line, ``minigpt-train``, is :mod:`minigpt.train_cli`.
 """
 
 from __future__ import annotations
@@ -45,97 +40,17 @@ from minigpt.checkpoint import (
 )
 from minigpt.data import TokenData
 from minigpt.files import FileLock
+from minigpt.settings import Allowed, check_fields, flag, setting
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "TrainRun",
-    "TrainingDiverged",
-    "lm_loss",
-    "lr_at",
-    "param_groups",
-    "train",
-]
+__all__ = ["TrainConfig", "TrainResult", "TrainRun", "TrainingDiverged", "lm_loss", "lr_at",
+           "param_groups", "train"]  # fmt: skip
 
 # -- the settings -------------------------------------------------------------------------
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-SEED_MAX = 2**64 - 1  # torch's generators take a seed of 64 unsigned bits
-# Fields that may change between a run and its resumption without changing its losses.
-# (Not max_steps: the cosine schedule is laid out over max_steps, so changing it changes
-# every learning rate after warmup, and a resumed run would differ from an uninterrupted one.)
-RESUMABLE_CHANGES = (
-    "eval_interval",
-    "checkpoint_interval",
-    "log_interval",
-    "compile",
-    "profile",
-    "tensorboard",
-)
 
 
-@dataclass(frozen=True)
-class Allowed:
-    """The values a setting may take: an int or float in a range, a bool, or one of choices.
-
-    ``low``/``high`` are inclusive ends, ``above``/``below`` exclusive ones; floats must be
-    finite. ``Allowed(int, low=1).describe() == "a positive integer"``.
-    """
-
-    kind: type  # int, float, bool or str
-    low: float | None = None
-    high: float | None = None
-    above: float | None = None
-    below: float | None = None
-    choices: tuple[str, ...] = ()
-    none: bool = False  # None is allowed too (it means "decided elsewhere")
-
-    def admits(self, value) -> bool:
-        if value is None:
-            return self.none
-        if self.kind is bool or isinstance(value, bool):
-            return self.kind is bool and isinstance(value, bool)
-        if self.kind is str:
-            return value in self.choices
-        kinds = int if self.kind is int else int | float
-        if not isinstance(value, kinds) or (self.kind is float and not math.isfinite(value)):
-            return False
-        return not (
-            (self.low is not None and value < self.low)
-            or (self.high is not None and value > self.high)
-            or (self.above is not None and value <= self.above)
-            or (self.below is not None and value >= self.below)
-        )
-
-    def describe(self) -> str:
-        if self.kind is bool:
-            text = "True or False"
-        elif self.kind is str:
-            text = "one of " + ", ".join(self.choices)
-        else:
-            noun = "integer" if self.kind is int else "finite number"
-            lo = f"[{self.low}" if self.low is not None else f"({self.above}"
-            hi = f"{self.high}]" if self.high is not None else f"{self.below})"
-            if self.high is None and self.below is None:
-                bound = f"> {self.above}" if self.low is None else f">= {self.low}"
-                text = "a positive integer" if (self.kind, self.low) == (int, 1) else None
-                text = text or f"a{'n' if noun[0] == 'i' else ''} {noun} {bound}"
-            else:
-                text = f"a{'n' if noun[0] == 'i' else ''} {noun} in {lo}, {hi}"
-        return f"None or {text}" if self.none else text
-
-
-def setting(default, allowed: Allowed, help: str, *, flag: bool = False):
-    """A :class:`TrainConfig` field, with its allowed values and what it does; with ``flag``,
-    ``minigpt-train`` has an option for it (``--max-steps`` for ``max_steps``)."""
-    return field(default=default, metadata={"allowed": allowed, "help": help, "flag": flag})
-
-
-def flag(default, allowed: Allowed, help: str):
-    """A :func:`setting` that is also a ``minigpt-train`` option."""
-    return setting(default, allowed, help, flag=True)
-
-
+SEEDS = Allowed(int, low=0, high=2**64 - 1)  # what torch's generators take: 64 unsigned bits
 POSITIVE, COUNT, BOOL = Allowed(int, low=1), Allowed(int, low=0), Allowed(bool)
 UNIT = Allowed(float, low=0, below=1)  # [0, 1)
 NONNEGATIVE = Allowed(float, low=0)
@@ -155,7 +70,9 @@ class TrainConfig:
     batch_size: int = flag(32, POSITIVE, "sequences per optimizer step, all processes together")
     grad_accum: int = flag(1, POSITIVE, "micro-steps per optimizer step (each gets a slice)")
     n_ctx: int | None = flag(
-        None, Allowed(int, low=1, none=True), "tokens per training window (None: the model's)"
+        None,
+        Allowed(int, low=1, none=True),
+        "tokens per training window (unset: the model's context)",
     )
     lr: float = flag(1e-3, Allowed(float, above=0, below=1), "peak learning rate (after warmup)")
     min_lr: float = setting(1e-4, NONNEGATIVE, "learning rate at the end of the cosine decay")
@@ -164,25 +81,30 @@ class TrainConfig:
     beta1: float = setting(0.9, UNIT, "AdamW's decay of the gradient's running mean")
     beta2: float = setting(0.95, UNIT, "GPT-3's value; steadier than 0.999 for transformers")
     grad_clip: float = setting(1.0, NONNEGATIVE, "clip the gradient norm to this (0: no clipping)")
-    eval_interval: int = flag(100, POSITIVE, "steps between validation losses (and at the end)")
+    eval_interval: int = flag(
+        100, POSITIVE, "steps between validation losses (and at the end)", resumable=True
+    )
     eval_windows: int = setting(32, POSITIVE, "validation windows, the same ones every time")
-    checkpoint_interval: int = flag(0, COUNT, "steps between checkpoints (0: at the end only)")
-    log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl")
-    seed: int = flag(0, Allowed(int, low=0, high=SEED_MAX), "seed of the data order and the init")
+    checkpoint_interval: int = flag(
+        0, COUNT, "steps between checkpoints (0: at the end only)", resumable=True
+    )
+    log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl", resumable=True)
+    seed: int = flag(0, SEEDS, "seed of the data order and the init")
     # auto: bfloat16 autocast on CUDA (float16 and a gradient scaler without bf16), else float32
     precision: str = flag("auto", Allowed(str, choices=PRECISIONS), "autocast dtype")
-    compile: bool = flag(False, BOOL, "torch.compile the model for the training steps")
+    compile: bool = flag(
+        False, BOOL, "torch.compile the model for the training steps", resumable=True
+    )
     fused_adamw: bool | None = setting(
         None, Allowed(bool, none=True), "None: fused AdamW on CUDA, the plain kernel elsewhere"
     )
-    profile: bool = flag(False, BOOL, "torch.profiler trace of steps 2-4 in OUT/profile")
-    tensorboard: bool = flag(False, BOOL, "TensorBoard events in OUT/tensorboard")
+    profile: bool = flag(
+        False, BOOL, "torch.profiler trace of steps 2-4 in OUT/profile", resumable=True
+    )
+    tensorboard: bool = flag(False, BOOL, "TensorBoard events in OUT/tensorboard", resumable=True)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value, allowed = getattr(self, f.name), f.metadata["allowed"]
-            if not allowed.admits(value):
-                raise ValueError(f"TrainConfig.{f.name}={value!r} must be {allowed.describe()}")
+        check_fields(self)
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}: "
@@ -201,14 +123,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def differences(self, other: TrainConfig | dict) -> list[str]:
-        """Fields (other than :data:`RESUMABLE_CHANGES`) where ``other`` differs from this."""
+        """Fields, other than the resumable ones, where ``other`` differs from this.
+
+        (max_steps is not resumable: the cosine schedule is laid out over it, so changing it
+        changes every learning rate after warmup.)"""
         theirs = other if isinstance(other, dict) else dataclasses.asdict(other)
         why = {"max_steps": " (the cosine schedule is laid out over max_steps)"}
         return [
-            f"{k}: {theirs.get(k)!r} vs {v!r}{why.get(k, '')}"
-            for k, v in dataclasses.asdict(self).items()
-            if k not in RESUMABLE_CHANGES and theirs.get(k) != v
+            f"{f.name}: {theirs.get(f.name)!r} vs {getattr(self, f.name)!r}{why.get(f.name, '')}"
+            for f in dataclasses.fields(self)
+            if not f.metadata["resumable"] and theirs.get(f.name) != getattr(self, f.name)
         ]
+
+
+RESUMABLE_CHANGES = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"]
+)
 
 
 # -- the loss, the optimizer's groups, the schedule ---------------------------------------

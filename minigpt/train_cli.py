@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from minigpt.checkpoint import CheckpointError
 from minigpt.corpus import CorpusError
 from minigpt.device import resolve_device
 from minigpt.presets import PRESETS, plan_run
-from minigpt.train import TrainingDiverged, train
+from minigpt.settings import add_flags, flag_changes
+from minigpt.train import TrainConfig, TrainingDiverged, train
 
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoint is saved)
 
@@ -44,22 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--data", help="corpus: 'shakespeare', a text file or folder, or a Hugging Face dataset")
     arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
-    arg("--max-steps", type=int, help="optimizer steps (default: the preset's)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    arg("--batch-size", type=int, help="sequences per optimizer step, all processes together")
-    arg("--grad-accum", type=int, help="micro-steps per optimizer step")
-    arg("--n-ctx", type=int, help="tokens per training window (default: the model's context)")
-    arg("--lr", type=float, help="peak learning rate")
-    arg("--warmup-steps", type=int, help="steps of linear warmup (at most --max-steps)")
-    arg("--precision", choices=["auto", "float32", "bfloat16", "float16"], help="autocast dtype")
-    arg("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
-    arg("--eval-interval", type=int, help="steps between validation losses")
-    arg("--checkpoint-interval", type=int, help="steps between checkpoints (0: end only)")
-    arg("--seed", type=int, help="seed of the data order and the model's initialisation")
     arg("--max-documents", type=int, help="read only this many documents of the corpus")
-    arg("--profile", action="store_true", help="torch.profiler trace of steps 2-4 in OUT/profile")
-    arg("--tensorboard", action="store_true", help="TensorBoard events in OUT/tensorboard")
     arg("--no-progress", action="store_true", help="no progress bar")
     arg("--debug", action="store_true", help="on an error, print the whole traceback")
     arg(
@@ -69,26 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="when training finishes, write the model and its tokenizer to DIR as a Hugging "
         "Face GPT-2 folder (for transformers' GPT2LMHeadModel and AutoTokenizer)",
     )
+    # The training settings: one option per TrainConfig field declared with flag().
+    add_flags(
+        parser.add_argument_group("training settings"), TrainConfig, " (default: the preset's)"
+    )
     return parser
-
-
-def _train_changes(args) -> dict:
-    """The TrainConfig fields the flags set (None: the preset's value)."""
-    return {
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "n_ctx": args.n_ctx,
-        "lr": args.lr,
-        "warmup_steps": args.warmup_steps,
-        "precision": args.precision,
-        "compile": args.compile,
-        "eval_interval": args.eval_interval,
-        "checkpoint_interval": args.checkpoint_interval,
-        "seed": args.seed,
-        "profile": args.profile or None,
-        "tensorboard": args.tensorboard or None,
-    }
 
 
 def _init_distributed(device_arg: str):
@@ -110,7 +84,10 @@ def _init_distributed(device_arg: str):
 def run(args) -> int:
     device = _init_distributed(args.device)
     plan = plan_run(
-        args.preset, tokenizer=args.tokenizer, data=args.data, train_changes=_train_changes(args)
+        args.preset,
+        tokenizer=args.tokenizer,
+        data=args.data,
+        train_changes=flag_changes(args, TrainConfig),
     )
     out = args.out or Path("runs") / plan.preset.name
     if args.export is not None and args.export.exists() and not args.export.is_dir():
@@ -149,11 +126,23 @@ def run(args) -> int:
     return 0 if result.status == "finished" else EXIT_INTERRUPTED
 
 
+def _interrupt(signum, frame):
+    """Ctrl-C outside the training loop (which saves and stops on its own): stop now, and
+    ignore further presses while stopping, so that the exit is one line, not a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``minigpt-train`` / ``python -m minigpt.train``: see ``--help``."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGINT, _interrupt)
     try:
         return run(args)
+    except KeyboardInterrupt:  # a second Ctrl-C in the loop, or one before or after it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"minigpt-train: interrupted (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:
         if args.debug:
             raise
@@ -164,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
