@@ -208,7 +208,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} holds no model tensors, so it cannot be used")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"checkpoint {path} has step={step!r}; it must be an integer >= 0")
-    rng = state.get("rng") or {}
+    rng = state.get("rng") if isinstance(state.get("rng"), dict) else {}  # else: not resumable
     return Checkpoint(
         model_config=model_config,
         model=tensors,

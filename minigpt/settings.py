@@ -87,9 +87,10 @@ def option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, config_class, note: str = "") -> None:
+def add_flags(parser: argparse._ActionsContainer, config_class, note: str = "") -> None:
     """An option for every :func:`flag` field of ``config_class``; each defaults to None
-    (not given), and ``note`` ends every help line. A bool becomes ``--x/--no-x``."""
+    (not given), and ``note`` ends every help line. A bool becomes ``--x/--no-x``.
+    ``parser`` is an ``ArgumentParser`` or one of its argument groups."""
     for f in dataclasses.fields(config_class):
         if not f.metadata["flag"]:
             continue

@@ -38,7 +38,10 @@ def test_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--max-steps", "0"], "max_steps=0"),
+        (["--max-steps", "0"], "--max-steps=0 must be a positive integer"),
+        (["--seed", "-1"], "--seed=-1 must be an integer >= 0 and <= 18446744073709551615"),
+        (["--seed", str(2**64)], f"--seed={2**64} must be an integer >= 0 and <= {2**64 - 1}"),
+        (["--lr", "1.5"], "--lr=1.5 must be a finite number > 0 and < 1"),
         (["--preset", "huge"], "preset='huge'"),
     ],
 )
