@@ -216,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        return _run(args)
-    except KeyboardInterrupt:
+        code = _run(args)
+    except KeyboardInterrupt:  # presses from now on are ignored: the process is exiting
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stdout.write("\n")
         print(f"minigpt-generate: interrupted (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, previous)
+    return code
 
 
 def _run(args) -> int:

@@ -138,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        return run(args)
+        code = run(args)
+        if code == EXIT_INTERRUPTED:  # stopped on Ctrl-C and saved: more presses change nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except KeyboardInterrupt:  # a second Ctrl-C in the loop, or one before or after it
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process is exiting: ignore more
         print(f"minigpt-train: interrupted (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-        signal.signal(signal.SIGINT, previous)
+        if signal.getsignal(signal.SIGINT) is _interrupt:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

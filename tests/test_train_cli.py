@@ -1,6 +1,7 @@
 """The command line ``minigpt-train`` (minigpt.train_cli): a run, its resumption, bad flags."""
 
 import pytest
+import torch
 
 from minigpt.checkpoint import read_metrics
 from minigpt.train_cli import main
@@ -55,3 +56,76 @@ def test_a_bad_flag_value_exits_2_with_one_line_naming_it(tmp_path, capsys, flag
     assert lines[0].startswith("minigpt-train: error: ") and named in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _run_args(tmp_path) -> list[str]:
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent\nMade glorious summer by this sun.\n" * 60)
+    return ["--data", str(text), "--out", str(tmp_path / "run"), "--batch-size", "2",
+            "--n-ctx", "16", "--warmup-steps", "1", "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def test_resume_of_a_folder_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    args = _run_args(tmp_path)
+    assert main(args + ["--max-steps", "2", "--resume"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0] == (
+        f"minigpt-train: error: nothing to resume: there is no {tmp_path / 'run' / 'checkpoint.pt'}."
+        " Nothing was created."
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda s: s["model_config"].update(d_mlp=1024), "d_mlp: checkpoint 1024 vs model 512"),
+        (lambda s: s["model_config"].update(n_ctx=32), "n_ctx: checkpoint 32 vs model 128"),
+        (lambda s: s["model"].update({"blocks.0.extra": torch.zeros(2)}), "foreign blocks.0.extra"),
+        (lambda s: s["model"].pop("ln_final.b"), "missing ln_final.b"),
+        (lambda s: s.pop("model_config"), "has no model config"),
+    ],
+)
+def test_resume_of_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys, tamper, message):
+    from minigpt.checkpoint import load_checkpoint, save_atomic
+
+    args = _run_args(tmp_path) + ["--max-steps", "2"]
+    assert main(args) == 0
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    tamper(state)
+    save_atomic(state, path)  # a checksum that matches: only the layout is wrong
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith("minigpt-train: error: ") and str(path) in lines[0]
+    assert message in lines[0]
+
+
+def test_ctrl_c_pressed_twice_exits_130_with_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "minigpt.train_cli", *_run_args(tmp_path), "--max-steps", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().startswith("minigpt-train: tiny")  # it has started
+        time.sleep(1.0)  # into the training loop
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) <= 1, err
+    said = [line for line in (out + err).splitlines() if "interrupted" in line]
+    assert len(said) == 1, out + err
