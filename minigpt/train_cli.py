@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:  # a second Ctrl-C in the loop, or one before or after it
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process is exiting: ignore more
-        print(f"minigpt-train: interrupted (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
+        print("minigpt-train: interrupted before a checkpoint could be saved; the checkpoints "
+              "already saved are untouched", file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
     except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:
         if args.debug:

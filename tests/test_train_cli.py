@@ -118,7 +118,10 @@ def test_ctrl_c_pressed_twice_exits_130_with_one_line(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         assert proc.stdout.readline().startswith("minigpt-train: tiny")  # it has started
-        time.sleep(1.0)  # into the training loop
+        metrics, waited = tmp_path / "run" / "metrics.jsonl", 0.0
+        while waited < 60 and (not metrics.is_file() or metrics.read_text().count("\n") < 2):
+            time.sleep(0.05)  # until step 1 is logged: the press lands in the training loop
+            waited += 0.05
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
@@ -129,3 +132,4 @@ def test_ctrl_c_pressed_twice_exits_130_with_one_line(tmp_path):
     assert "Traceback" not in err and len(err.splitlines()) <= 1, err
     said = [line for line in (out + err).splitlines() if "interrupted" in line]
     assert len(said) == 1, out + err
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() or "untouched" in said[0]
