@@ -144,6 +144,18 @@ class Checkpoint:
                 "Use a different output folder, or the config it was trained with."
             )
 
+    def check_meta(self, meta: dict) -> None:
+        """Raise :class:`CheckpointError` naming every entry of ``meta`` (the corpus, the
+        tokenizer, ...) that it records with another value."""
+        changed = [
+            f"{k}: {self.meta[k]!r} vs {v!r}" for k, v in meta.items() if self.meta.get(k, v) != v
+        ]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on other data ({'; '.join(changed)}); "
+                "resume with the same corpus and tokenizer"
+            )
+
     def load_into(self, model: torch.nn.Module) -> torch.nn.Module:
         """Copy its tensors into ``model``, after checking that every name and shape fits."""
         wanted = model.state_dict()

@@ -58,13 +58,10 @@ NONNEGATIVE = Allowed(float, low=0)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. The defaults suit a small model on a CPU.
-
-    ``batch_size`` counts sequences per optimizer step over every process and micro-step,
-    so the same config gives the same losses on 1 or 2 processes and with any ``grad_accum``.
-    Each field carries its allowed values and its help (:func:`setting`): ``__post_init__``
-    checks them, and ``minigpt-train`` makes its options from the :func:`flag` fields.
-    """
+    """How to train; the defaults suit a small model on a CPU. ``batch_size`` counts sequences
+    over every process and micro-step, so a config gives the same losses on 1 or 2 processes
+    and with any ``grad_accum``. Each field is declared once with its allowed values and help
+    (:func:`~minigpt.settings.setting`); ``minigpt-train`` makes an option of each ``flag``."""
 
     max_steps: int = flag(1000, POSITIVE, "optimizer steps")
     batch_size: int = flag(32, POSITIVE, "sequences per optimizer step, all processes together")
@@ -81,20 +78,16 @@ class TrainConfig:
     beta1: float = setting(0.9, UNIT, "AdamW's decay of the gradient's running mean")
     beta2: float = setting(0.95, UNIT, "GPT-3's value; steadier than 0.999 for transformers")
     grad_clip: float = setting(1.0, NONNEGATIVE, "clip the gradient norm to this (0: no clipping)")
-    eval_interval: int = flag(
-        100, POSITIVE, "steps between validation losses (and at the end)", resumable=True
-    )
+    eval_interval: int = flag(100, POSITIVE, "steps between validation losses", resumable=True)
     eval_windows: int = setting(32, POSITIVE, "validation windows, the same ones every time")
     checkpoint_interval: int = flag(
-        0, COUNT, "steps between checkpoints (0: at the end only)", resumable=True
+        0, COUNT, "steps between checkpoints (0: end only)", resumable=True
     )
     log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl", resumable=True)
     seed: int = flag(0, SEEDS, "seed of the data order and the init")
     # auto: bfloat16 autocast on CUDA (float16 and a gradient scaler without bf16), else float32
     precision: str = flag("auto", Allowed(str, choices=PRECISIONS), "autocast dtype")
-    compile: bool = flag(
-        False, BOOL, "torch.compile the model for the training steps", resumable=True
-    )
+    compile: bool = flag(False, BOOL, "torch.compile the model for training", resumable=True)
     fused_adamw: bool | None = setting(
         None, Allowed(bool, none=True), "None: fused AdamW on CUDA, the plain kernel elsewhere"
     )
@@ -253,7 +246,9 @@ class TrainRun:
 
     def __init__(self, model, data: TokenData, cfg: TrainConfig, *, out_dir, device, meta):
         self.cfg, self.data, self.meta = cfg, data, dict(meta or {})
-        self.device = torch.device(device) if device is not None else _device_of(model)
+        first = next(model.parameters(), None)
+        here = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else here
         self.model = model.to(self.device)
         self.n_ctx = cfg.n_ctx or model.cfg.n_ctx
         if self.n_ctx > model.cfg.n_ctx:
@@ -298,10 +293,8 @@ class TrainRun:
             self.step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
             self.step_model = torch.compile(self.step_model)
-        self._metrics = None
-        self._writer = None
+        self._metrics = self._writer = None  # the metrics file and TensorBoard, once started
         self._lock: FileLock | None = None
-        self._since_log = (0, 0.0)  # tokens and seconds since the last metrics line
 
     # -- files -----------------------------------------------------------------------
 
@@ -318,14 +311,13 @@ class TrainRun:
         if resume and (path is None or not path.is_file()):
             where = "resume=True needs out_dir" if path is None else f"there is no {path}"
             raise CheckpointError(f"nothing to resume: {where}. Nothing was created.")
-        if self.writes:
-            self._lock = FileLock(self.out_dir / ".lock")
-            if not self._lock.acquire(wait=False):
-                raise CheckpointError(
-                    f"{self.out_dir} is in use by another training run (process "
-                    f"{self._lock.holder()}); wait for it to finish or choose another output "
-                    "folder. Nothing was changed."
-                )
+        self._lock = FileLock(self.out_dir / ".lock") if self.writes else None
+        if self._lock is not None and not self._lock.acquire(wait=False):
+            raise CheckpointError(
+                f"{self.out_dir} is in use by another training run (process "
+                f"{self._lock.holder()}); wait for it to finish or choose another output "
+                "folder. Nothing was changed."
+            )
         if resume:
             self._load(path)
         elif path is not None and path.is_file():
@@ -385,16 +377,7 @@ class TrainRun:
                 f"checkpoint {path} was made with other training settings ({'; '.join(diffs)}); "
                 "resume with the same arguments"
             )
-        changed = [
-            f"{k}: {ckpt.meta[k]!r} vs {v!r}"
-            for k, v in self.meta.items()
-            if ckpt.meta.get(k, v) != v
-        ]
-        if changed:
-            raise CheckpointError(
-                f"checkpoint {path} was trained on other data ({'; '.join(changed)}); "
-                "resume with the same corpus and tokenizer"
-            )
+        ckpt.check_meta(self.meta)
         ckpt.load_into(self.model)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
@@ -525,11 +508,6 @@ class TrainRun:
         return TrainResult(status, self.step, self.history, self.out_dir)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 # -- the loop -----------------------------------------------------------------------------
 
 
@@ -566,23 +544,16 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and return what happened.
 
-    Args:
-        model: maps ``tokens[batch, pos]`` to ``logits[batch, pos, d_vocab]`` and has a
-            ``.cfg`` (:class:`~minigpt.config.GPTConfig`), e.g. :class:`minigpt.model.GPT`.
-        data: the token ids, split into training and validation.
-        cfg: the run's settings.
-        out_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nowhere).
-        resume: continue from ``out_dir/checkpoint.pt``; without it an existing checkpoint
-            there is an error (it is never overwritten by a new run).
-        device: where to train (default: the model's device).
-        progress: show a progress bar (on a terminal) with loss and tokens/s.
-        callback: called as ``callback(step, record, model)`` after every step.
-        meta: plain data saved in the checkpoint (e.g. the tokenizer's name).
+    ``model`` maps ``tokens[batch, pos]`` to ``logits[batch, pos, d_vocab]`` and has a ``.cfg``
+    (e.g. :class:`minigpt.model.GPT`). ``checkpoint.pt`` and ``metrics.jsonl`` go to
+    ``out_dir`` (``None``: nowhere); ``resume`` continues from its checkpoint, which without
+    it is never overwritten. ``device``: the model's by default. ``progress``: a progress bar
+    on a terminal. ``callback(step, record, model)`` runs after every step; ``meta`` (plain
+    data, e.g. the tokenizer's name) is saved in the checkpoint, and a resume must match it.
 
-    Raises:
-        TrainingDiverged: the loss became NaN or inf (no checkpoint is written for it).
-        minigpt.checkpoint.CheckpointError: ``resume`` without a usable checkpoint, a
-            checkpoint of another model or config, or a new run over an old checkpoint.
+    Raises :class:`TrainingDiverged` when the loss becomes NaN or inf (nothing is saved for
+    it) and :class:`~minigpt.checkpoint.CheckpointError` for a resume without a usable
+    checkpoint, one of another model or settings, or a new run over an old checkpoint.
     """
     run = TrainRun(model, data, cfg, out_dir=out_dir, device=device, meta=meta)
     try:
