@@ -133,3 +133,22 @@ def test_ctrl_c_pressed_twice_exits_130_with_one_line(tmp_path):
     said = [line for line in (out + err).splitlines() if "interrupted" in line]
     assert len(said) == 1, out + err
     assert (tmp_path / "run" / "checkpoint.pt").is_file() or "untouched" in said[0]
+
+
+def test_the_training_options_are_the_train_config_flag_fields():
+    import dataclasses
+
+    from minigpt.train import TrainConfig
+    from minigpt.train_cli import build_parser
+
+    flags = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["flag"]]
+    assert flags == ["max_steps", "batch_size", "grad_accum", "n_ctx", "lr", "warmup_steps",
+                     "eval_interval", "checkpoint_interval", "seed", "precision", "compile",
+                     "profile", "tensorboard"]  # fmt: skip
+    parser = build_parser()
+    args = parser.parse_args([])
+    assert all(getattr(args, name) is None for name in flags)  # unset: the preset's value
+    help_text = parser.format_help()
+    for name in flags:
+        assert "--" + name.replace("_", "-") in help_text
+    assert "--no-compile" in help_text and "seed of the data order" in help_text
