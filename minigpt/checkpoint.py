@@ -7,6 +7,11 @@ and then renamed over the old one: a crash mid-write never leaves a half-written
 checkpoint, and the last good one survives. It carries a SHA-256 of its own content
 (:func:`minigpt.files.digest`), checked on every load: a checkpoint with one changed byte
 is refused, never used.
+
+This module is the only one that knows the checkpoint's keys: training writes a
+:class:`Checkpoint` (:meth:`Checkpoint.save`), and everything that reads one, to resume a run,
+to generate text or to check a cached model, gets it from :func:`read_checkpoint`, which also
+checks that its tensors fit its model config before a model is built from them.
 """
 
 from __future__ import annotations
