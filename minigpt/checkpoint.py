@@ -7,6 +7,11 @@ and then renamed over the old one: a crash mid-write never leaves a half-written
 checkpoint, and the last good one survives. It carries a SHA-256 of its own content
 (:func:`minigpt.files.digest`), checked on every load: a checkpoint with one changed byte
 is refused, never used.
+
+This module is the only one that knows the checkpoint's keys: training writes a
+:class:`Checkpoint` (:meth:`Checkpoint.save`), and everything that reads one, to resume a run,
+to generate text or to check a cached model, gets it from :func:`read_checkpoint`, which also
+checks that its tensors fit its model config before a model is built from them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -91,28 +96,155 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return state
 
 
-def check_model_config(state: dict, cfg: GPTConfig, path: str | os.PathLike) -> None:
-    """Raise :class:`CheckpointError` naming every field where the checkpoint's model differs."""
-    saved = state.get("model_config", {})
-    wanted = asdict(cfg)
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs model {v!r}"
-        for k, v in wanted.items()
-        if saved.get(k) != v
-    ]
-    if diffs:
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, read by :func:`read_checkpoint` and written by :meth:`save`.
+
+    Every checkpoint has a model (its config and its tensors); one written by training also
+    has the rest of the run (``train_config`` ... ``data_rng``), so that it can be resumed.
+    """
+
+    model_config: GPTConfig
+    model: dict[str, torch.Tensor]  # the model's state_dict
+    step: int = 0  # optimizer steps taken
+    meta: dict = field(default_factory=dict)  # plain data about the run: tokenizer, corpus, ...
+    train_config: dict | None = None  # the TrainConfig's fields
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    scaler: dict | None = None
+    torch_rng: torch.Tensor | None = None  # torch's global generator
+    cuda_rng: list[torch.Tensor] = field(default_factory=list)  # one per CUDA device
+    data_rng: torch.Tensor | None = None  # the generator of the data order
+    path: Path | None = None  # where it was read from
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write it to ``path`` atomically, with its checksum (:func:`save_atomic`)."""
+        rng = {"torch": self.torch_rng, "cuda": self.cuda_rng, "data": self.data_rng}
+        state = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": self.step,
+            "model_config": asdict(self.model_config),
+            "train_config": self.train_config,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "rng": rng,
+            "meta": self.meta,
+        }
+        return save_atomic(state, path)
+
+    def check_model_config(self, cfg: GPTConfig) -> None:
+        """Raise :class:`CheckpointError` naming every field where its model's config differs."""
+        saved, wanted = asdict(self.model_config), asdict(cfg)
+        diffs = [
+            f"{k}: checkpoint {saved.get(k)!r} vs model {v!r}"
+            for k, v in wanted.items()
+            if saved.get(k) != v
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {self.path} was made for another model config ({'; '.join(diffs)}). "
+                "Use a different output folder, or the config it was trained with."
+            )
+
+    def check_meta(self, meta: dict) -> None:
+        """Raise :class:`CheckpointError` naming every entry of ``meta`` (the corpus, the
+        tokenizer, ...) that it records with another value."""
+        changed = [
+            f"{k}: {self.meta[k]!r} vs {v!r}" for k, v in meta.items() if self.meta.get(k, v) != v
+        ]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on other data ({'; '.join(changed)}); "
+                "resume with the same corpus and tokenizer"
+            )
+
+    def load_into(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Copy its tensors into ``model``, after checking that every name and shape fits."""
+        wanted = model.state_dict()
+        missing = [k for k in wanted if k not in self.model]
+        foreign = [k for k in self.model if k not in wanted]
+        misfit = [
+            f"{k} {_shape(v)} vs {tuple(wanted[k].shape)}"
+            for k, v in self.model.items()
+            if k in wanted and _shape(v) != tuple(wanted[k].shape)
+        ]
+        problems = [
+            f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("missing", missing), ("foreign", foreign), ("shape", misfit))
+            if names
+        ]
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {self.path}: its tensors do not fit its model config "
+                f"({'; '.join(problems)}); it is damaged or was written by another program. "
+                "Nothing was loaded."
+            )
+        model.load_state_dict(self.model, strict=True)
+        return model
+
+    def build_model(self, device="cpu") -> GPT:
+        """The :class:`minigpt.model.GPT` it holds, on ``device``."""
+        return self.load_into(GPT(self.model_config)).to(device)
+
+    def require_training_state(self) -> None:
+        """Raise :class:`CheckpointError` unless it holds a whole run (it can be resumed)."""
+        parts = ("train_config", "optimizer", "scheduler", "scaler", "torch_rng", "data_rng")
+        absent = [name for name in parts if getattr(self, name) is None]
+        if absent:
+            raise CheckpointError(
+                f"checkpoint {self.path} holds a model but not the state of its training run "
+                f"(no {', '.join(absent)}), so it cannot be resumed"
+            )
+
+
+def _shape(value) -> tuple | str:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> Checkpoint:
+    """The :class:`Checkpoint` in a file: loaded once, its checksum and its layout checked.
+
+    Raises :class:`CheckpointError`, naming the file, for one that :func:`load_checkpoint`
+    refuses, or that has no usable model config, no tensors or a step that is not a count.
+    """
+    path = Path(path)
+    state = load_checkpoint(path, map_location=map_location)
+    config, tensors, step = state.get("model_config"), state.get("model"), state.get("step", 0)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path} has no model config, so it cannot be used")
+    try:
+        model_config = GPTConfig(**config)
+    except (TypeError, ValueError) as err:
         raise CheckpointError(
-            f"checkpoint {path} was made for another model config ({'; '.join(diffs)}). "
-            "Use a different output folder, or the config it was trained with."
-        )
+            f"checkpoint {path} has a model config minigpt cannot use: {first_line(err)}"
+        ) from None
+    if not isinstance(tensors, dict) or not tensors:
+        raise CheckpointError(f"checkpoint {path} holds no model tensors, so it cannot be used")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {path} has step={step!r}; it must be an integer >= 0")
+    rng = state.get("rng") if isinstance(state.get("rng"), dict) else {}  # else: not resumable
+    return Checkpoint(
+        model_config=model_config,
+        model=tensors,
+        step=step,
+        meta=state.get("meta") or {},
+        train_config=state.get("train_config"),
+        optimizer=state.get("optimizer"),
+        scheduler=state.get("scheduler"),
+        scaler=state.get("scaler"),
+        torch_rng=rng.get("torch"),
+        cuda_rng=list(rng.get("cuda") or []),
+        data_rng=rng.get("data"),
+        path=path,
+    )
 
 
-def model_from_checkpoint(path: str | os.PathLike, device="cpu"):
-    """The :class:`minigpt.model.GPT` stored in a checkpoint (strict key and shape check)."""
-    state = load_checkpoint(path, map_location=device)
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"], strict=True)
-    return model.to(device)
+def model_from_checkpoint(path: str | os.PathLike, device="cpu") -> GPT:
+    """The :class:`minigpt.model.GPT` stored in a checkpoint (every name and shape checked)."""
+    return read_checkpoint(path, map_location=device).build_model(device)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from minigpt.beam import beam_search
-from minigpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from minigpt.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint
 from minigpt.data import tokenizer_fingerprint
 from minigpt.device import resolve_device
 from minigpt.formats.hf_model import from_hf
@@ -33,7 +34,10 @@ from minigpt.presets import get_tokenizer
 from minigpt.reference import ReferenceUnavailable, load_reference
 from minigpt.sample import Sampler, stream
 from minigpt.tokenizer import TokenizerFileError
+from minigpt.train import SEEDS
 from minigpt.zoo import shakespeare_model
+
+EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,10 +115,11 @@ def load_model(name: str, weights: str | None, tokenizer_name: str | None, devic
             f"--model {name!r}: expected 'reference', 'shakespeare' or a checkpoint file"
         )
     if path.is_dir():
-        path = path / "checkpoint.pt"
-    meta = load_checkpoint(path).get("meta") or {}
+        path = path / CHECKPOINT_NAME
+    ckpt = read_checkpoint(path, map_location=device or "cpu")  # read and verified once
+    meta = ckpt.meta
     tokenizer = get_tokenizer(tokenizer_name or meta.get("tokenizer", "gpt2"))
-    model = model_from_checkpoint(path, device=device or "cpu").eval()
+    model = ckpt.build_model(device or "cpu").eval()
     if tokenizer.vocab_size != model.cfg.d_vocab:
         raise SystemExit(
             f"the tokenizer has {tokenizer.vocab_size} tokens but the model's d_vocab is "
@@ -150,14 +155,81 @@ class TextStream:
         self.out.flush()
 
 
+def _check_counts(args) -> None:
+    """The flags that count something, or seed the generator, against their ranges."""
+    for flag, value in (("--num-samples", args.num_samples), ("--num-beams", args.num_beams)):
+        if value < 1:
+            raise ValueError(f"{flag}={value} must be an integer >= 1")
+    last = SEEDS.high - (args.num_samples - 1)  # sample i is seeded with --seed + i
+    if not SEEDS.admits(args.seed) or args.seed > last:
+        raise ValueError(f"--seed={args.seed} must be an integer >= 0 and <= {last}")
+
+
+def _write_samples(args, model, tokenizer, ids: list[int], sampler: Sampler, device) -> None:
+    """Write ``--num-samples`` continuations of ``ids`` to stdout, each as it is generated."""
+    tokens = torch.tensor([ids], device=device)
+    eot = getattr(tokenizer, "eot_id", None)
+    stops = args.stop_token if args.stop_token is not None else ([eot] if eot is not None else [])
+    prompt_ids = ids[1:] if ids[0] == eot else ids
+    out = sys.stdout
+    for sample in range(args.num_samples):
+        if args.num_samples > 1:
+            out.write(f"\n--- sample {sample + 1} ---\n")
+        text = TextStream(tokenizer, out)
+        text.write(prompt_ids)
+        start, count = time.perf_counter(), 0
+        if args.num_beams > 1:
+            result = beam_search(model, tokens, args.num_beams, args.max_new_tokens,
+                                 length_penalty=args.length_penalty, eos_token_id=stops,
+                                 use_kv_cache=not args.no_cache)  # fmt: skip
+            new = result[0, len(ids) :].tolist()
+            count = len(new)
+            text.write([t for t in new if t not in stops])
+        else:
+            generator = torch.Generator(device=device).manual_seed(args.seed + sample)
+            for step in stream(
+                model, tokens, args.max_new_tokens, sampler, stop_tokens=stops,
+                stop_strings=args.stop_string, decode=tokenizer.decode,
+                use_kv_cache=not args.no_cache, context_overflow=args.context_overflow,
+                generator=generator,
+            ):  # fmt: skip
+                token = int(step[0])
+                count += 1
+                if token not in stops:
+                    text.write([token])
+        text.write([], final=True)
+        out.write("\n")
+        seconds = time.perf_counter() - start
+        if not args.quiet:
+            print(f"[{count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s]",
+                  file=sys.stderr)  # fmt: skip
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C: stop now, and ignore further presses while stopping (one line, no traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``minigpt-generate`` / ``python -m minigpt.generate``: see ``--help``."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        code = _run(args)
+    except KeyboardInterrupt:  # presses from now on are ignored: the process is exiting
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stdout.write("\n")
+        print(f"minigpt-generate: interrupted (exit code {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    signal.signal(signal.SIGINT, previous)
+    return code
+
+
+def _run(args) -> int:
     try:
         device = resolve_device(args.device)
-        for flag, value in (("--num-samples", args.num_samples), ("--num-beams", args.num_beams)):
-            if value < 1:
-                raise ValueError(f"{flag}={value} must be an integer >= 1")
+        _check_counts(args)
         sampler = Sampler(
             temperature=args.temperature,
             top_k=args.top_k,
@@ -191,45 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     if not ids:
         print("error: the prompt is empty and the tokenizer has no <|endoftext|>", file=sys.stderr)
         return 2
-    tokens = torch.tensor([ids], device=device)
-    eot = getattr(tokenizer, "eot_id", None)
-    stops = args.stop_token if args.stop_token is not None else ([eot] if eot is not None else [])
-    prompt_ids = ids[1:] if ids[0] == eot else ids
-    out = sys.stdout
     try:
-        for sample in range(args.num_samples):
-            if args.num_samples > 1:
-                out.write(f"\n--- sample {sample + 1} ---\n")
-            text = TextStream(tokenizer, out)
-            text.write(prompt_ids)
-            start, count = time.perf_counter(), 0
-            if args.num_beams > 1:
-                result = beam_search(model, tokens, args.num_beams, args.max_new_tokens,
-                                     length_penalty=args.length_penalty, eos_token_id=stops,
-                                     use_kv_cache=not args.no_cache)  # fmt: skip
-                new = result[0, len(ids) :].tolist()
-                count = len(new)
-                text.write([t for t in new if t not in stops])
-            else:
-                generator = torch.Generator(device=device).manual_seed(args.seed + sample)
-                for step in stream(
-                    model, tokens, args.max_new_tokens, sampler, stop_tokens=stops,
-                    stop_strings=args.stop_string, decode=tokenizer.decode,
-                    use_kv_cache=not args.no_cache, context_overflow=args.context_overflow,
-                    generator=generator,
-                ):  # fmt: skip
-                    token = int(step[0])
-                    count += 1
-                    if token not in stops:
-                        text.write([token])
-            text.write([], final=True)
-            out.write("\n")
-            seconds = time.perf_counter() - start
-            if not args.quiet:
-                print(f"[{count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s]",
-                      file=sys.stderr)  # fmt: skip
+        _write_samples(args, model, tokenizer, ids, sampler, device)
     except ValueError as err:  # e.g. a prompt longer than the context
-        out.write("\n")
+        sys.stdout.write("\n")
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,17 +1,12 @@
 """Train a GPT on next-token prediction: ``train(model, data, TrainConfig(...), out_dir=...)``.
 
-One optimizer step: draw ``batch_size`` random windows (from a seeded generator, so the
-data order is reproducible and resumable), run them forward in ``grad_accum``
-micro-batches, average the cross-entropy gradients, clip the global norm, take an AdamW
-step (weight decay on matrices only), and move the learning rate along its schedule
-(linear warmup, then cosine decay). Every so often it measures the loss on a fixed set of
-validation windows and writes a checkpoint. Under ``torchrun`` it trains data-parallel
-with PyTorch's ``DistributedDataParallel``; only rank 0 writes files.
-
-Everything of the loop lives here: its settings (:class:`TrainConfig`), the loss, the
-schedule, the parameter groups, mixed precision and the profiler, the run's state
-(:class:`TrainRun`) and :func:`train` itself. The command line is ``minigpt-train`` (or
-``python -m minigpt.train``), in :mod:`minigpt.train_cli`.
+One optimizer step: draw ``batch_size`` random windows (from a seeded generator, so the data
+order is reproducible and resumable), run them forward in ``grad_accum`` micro-batches,
+average the cross-entropy gradients, clip the global norm, take an AdamW step (weight decay
+on matrices only), and move the learning rate along its schedule (linear warmup, then
+cosine decay). Every so often it measures the loss on fixed validation windows and writes a
+checkpoint. Under ``torchrun`` it trains data-parallel (``DistributedDataParallel``); only
+rank 0 writes files. The command line, ``minigpt-train``, is :mod:`minigpt.train_cli`.
 """
 
 from __future__ import annotations
@@ -36,133 +31,73 @@ from torch import Tensor, nn
 
 from minigpt.checkpoint import (
     CHECKPOINT_NAME,
-    FORMAT,
     METRICS_NAME,
-    VERSION,
+    Checkpoint,
     CheckpointError,
-    check_model_config,
-    load_checkpoint,
+    read_checkpoint,
     read_metrics,
-    save_atomic,
     truncate_metrics,
 )
 from minigpt.data import TokenData
 from minigpt.files import FileLock
+from minigpt.settings import Allowed, check_fields, flag, setting
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "TrainRun",
-    "TrainingDiverged",
-    "lm_loss",
-    "lr_at",
-    "param_groups",
-    "train",
-]
+__all__ = ["TrainConfig", "TrainResult", "TrainRun", "TrainingDiverged", "lm_loss", "lr_at",
+           "param_groups", "train"]  # fmt: skip
 
 # -- the settings -------------------------------------------------------------------------
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-# Fields that may change between a run and its resumption without changing its losses.
-# (Not max_steps: the cosine schedule is laid out over max_steps, so changing it changes
-# every learning rate after warmup, and a resumed run would differ from an uninterrupted one.)
-RESUMABLE_CHANGES = (
-    "eval_interval",
-    "checkpoint_interval",
-    "log_interval",
-    "compile",
-    "profile",
-    "tensorboard",
-)
 
 
-SEED_MAX = 2**32 - 1  # the largest seed every generator the run seeds accepts (numpy's too)
-
-
-def setting(default, help: str, low=None, high=None, *, open_low=False, open_high=False,
-            choices=None, flag: bool = True):  # fmt: skip
-    """A :class:`TrainConfig` field with what ``minigpt-train --help`` says of it and the values
-    it allows (``low``/``high`` closed unless ``open_low``/``open_high``; ``None``: no bound).
-    ``flag=False``: set in a preset or in code only. Read by ``__post_init__`` and by
-    :mod:`minigpt.train_cli`, which makes a flag of each such field."""
-    bounds = (low, high, open_low, open_high)
-    meta = {"help": help, "bounds": bounds, "choices": choices, "flag": flag}
-    return field(default=default, metadata=meta)
-
-
-def allowed(f) -> str:
-    """The values a :func:`setting` allows, in words: ``an integer in [1, inf)``."""
-    if f.metadata["choices"]:
-        return "one of " + ", ".join(f.metadata["choices"])
-    low, high, open_low, open_high = f.metadata["bounds"]
-    kind = "an integer" if f.type.startswith("int") else "a number"
-    interval = (
-        f"{'(' if open_low else '['}{'-inf' if low is None else low}, "
-        f"{'inf' if high is None else high}{')' if open_high or high is None else ']'}"
-    )
-    return f"{kind} in {interval}" + (" or None" if f.type.endswith("None") else "")
-
-
-def check_setting(f, value) -> str | None:
-    """Why ``value`` is not allowed for the field ``f`` (see :func:`allowed`), or None."""
-    if value is None and f.type.endswith("None"):
-        return None
-    if f.metadata["choices"]:
-        return None if value in f.metadata["choices"] else allowed(f)
-    if f.type.startswith("bool"):
-        return None if isinstance(value, bool) else "True or False"
-    integer = f.type.startswith("int")
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        return allowed(f)
-    low, high, open_low, open_high = f.metadata["bounds"]
-    fits = math.isfinite(value)
-    fits = fits and (low is None or (value > low if open_low else value >= low))
-    fits = fits and (high is None or (value < high if open_high else value <= high))
-    return None if fits else allowed(f)
+SEEDS = Allowed(int, low=0, high=2**64 - 1)  # what torch's generators take: 64 unsigned bits
+POSITIVE, COUNT, BOOL = Allowed(int, low=1), Allowed(int, low=0), Allowed(bool)
+UNIT = Allowed(float, low=0, below=1)  # [0, 1)
+NONNEGATIVE = Allowed(float, low=0)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. The defaults suit a small model on a CPU.
+    """How to train; the defaults suit a small model on a CPU. ``batch_size`` counts sequences
+    over every process and micro-step, so a config gives the same losses on 1 or 2 processes
+    and with any ``grad_accum``. Each field is declared once with its allowed values and help
+    (:func:`~minigpt.settings.setting`); ``minigpt-train`` makes an option of each ``flag``."""
 
-    ``batch_size`` counts sequences per optimizer step over every process and micro-step,
-    so the same config gives the same losses on 1 or 2 processes and with any ``grad_accum``.
-    Each field's help and allowed values are declared once, here: ``minigpt-train``'s flags
-    are made from them.
-    """
-
-    max_steps: int = setting(1000, "optimizer steps", 1)
-    batch_size: int = setting(32, "sequences per optimizer step, all processes together", 1)
-    grad_accum: int = setting(1, "micro-steps per optimizer step (the batch is cut into them)", 1)
-    n_ctx: int | None = setting(None, "tokens per training window (default: the model's)", 1)
-    lr: float = setting(1e-3, "peak learning rate, reached after warmup", 0, 1,
-                        open_low=True, open_high=True)  # fmt: skip
-    min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay", 0, flag=False)
-    warmup_steps: int = setting(100, "steps of linear warmup (at most max_steps)", 0)
-    weight_decay: float = setting(0.1, "AdamW decay, on matrices only", 0, flag=False)
-    beta1: float = setting(0.9, "AdamW's beta1", 0, 1, open_high=True, flag=False)
-    beta2: float = setting(0.95, "AdamW's beta2 (GPT-3's; steadier than 0.999)", 0, 1,
-                           open_high=True, flag=False)  # fmt: skip
-    grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: off", 0, flag=False)
-    eval_interval: int = setting(100, "steps between validation losses", 1)
-    eval_windows: int = setting(32, "validation windows, the same every time", 1, flag=False)
-    checkpoint_interval: int = setting(0, "steps between checkpoints (0: end and Ctrl-C only)", 0)
-    log_interval: int = setting(1, "steps between lines of metrics.jsonl", 1, flag=False)
-    seed: int = setting(0, "seed of the data order and the model's initialisation", 0, SEED_MAX)
-    precision: str = setting("auto", "autocast dtype (auto: bfloat16 on CUDA, else float32)",
-                             choices=PRECISIONS)  # fmt: skip
-    compile: bool = setting(False, "torch.compile the model for the training steps")
-    fused_adamw: bool | None = setting(None, "fused AdamW (None: on CUDA only)", flag=False)
-    profile: bool = setting(False, "torch.profiler trace of steps 2-4 in OUT/profile")
-    tensorboard: bool = setting(False, "TensorBoard events in OUT/tensorboard")
+    max_steps: int = flag(1000, POSITIVE, "optimizer steps")
+    batch_size: int = flag(32, POSITIVE, "sequences per optimizer step, all processes together")
+    grad_accum: int = flag(1, POSITIVE, "micro-steps per optimizer step (each gets a slice)")
+    n_ctx: int | None = flag(
+        None,
+        Allowed(int, low=1, none=True),
+        "tokens per training window (unset: the model's context)",
+    )
+    lr: float = flag(1e-3, Allowed(float, above=0, below=1), "peak learning rate (after warmup)")
+    min_lr: float = setting(1e-4, NONNEGATIVE, "learning rate at the end of the cosine decay")
+    warmup_steps: int = flag(100, COUNT, "steps of linear warmup (at most max_steps)")
+    weight_decay: float = setting(0.1, NONNEGATIVE, "AdamW decay, on matrices only")
+    beta1: float = setting(0.9, UNIT, "AdamW's decay of the gradient's running mean")
+    beta2: float = setting(0.95, UNIT, "GPT-3's value; steadier than 0.999 for transformers")
+    grad_clip: float = setting(1.0, NONNEGATIVE, "clip the gradient norm to this (0: no clipping)")
+    eval_interval: int = flag(100, POSITIVE, "steps between validation losses", resumable=True)
+    eval_windows: int = setting(32, POSITIVE, "validation windows, the same ones every time")
+    checkpoint_interval: int = flag(
+        0, COUNT, "steps between checkpoints (0: end only)", resumable=True
+    )
+    log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl", resumable=True)
+    seed: int = flag(0, SEEDS, "seed of the data order and the init")
+    # auto: bfloat16 autocast on CUDA (float16 and a gradient scaler without bf16), else float32
+    precision: str = flag("auto", Allowed(str, choices=PRECISIONS), "autocast dtype")
+    compile: bool = flag(False, BOOL, "torch.compile the model for training", resumable=True)
+    fused_adamw: bool | None = setting(
+        None, Allowed(bool, none=True), "None: fused AdamW on CUDA, the plain kernel elsewhere"
+    )
+    profile: bool = flag(
+        False, BOOL, "torch.profiler trace of steps 2-4 in OUT/profile", resumable=True
+    )
+    tensorboard: bool = flag(False, BOOL, "TensorBoard events in OUT/tensorboard", resumable=True)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            problem = check_setting(f, getattr(self, f.name))
-            if problem is not None:
-                raise ValueError(
-                    f"TrainConfig.{f.name}={getattr(self, f.name)!r} must be {problem}"
-                )
+        check_fields(self)
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}: "
@@ -174,21 +109,29 @@ class TrainConfig:
                 f"grad_accum={self.grad_accum}"
             )
         if self.min_lr > self.lr:
-            raise ValueError(f"TrainConfig: min_lr={self.min_lr} must be at most lr={self.lr}")
+            raise ValueError(f"TrainConfig.min_lr={self.min_lr} must be at most lr={self.lr}")
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (and checked again)."""
         return dataclasses.replace(self, **changes)
 
     def differences(self, other: TrainConfig | dict) -> list[str]:
-        """Fields (other than :data:`RESUMABLE_CHANGES`) where ``other`` differs from this."""
+        """Fields, other than the resumable ones, where ``other`` differs from this.
+
+        (max_steps is not resumable: the cosine schedule is laid out over it, so changing it
+        changes every learning rate after warmup.)"""
         theirs = other if isinstance(other, dict) else dataclasses.asdict(other)
         why = {"max_steps": " (the cosine schedule is laid out over max_steps)"}
         return [
-            f"{k}: {theirs.get(k)!r} vs {v!r}{why.get(k, '')}"
-            for k, v in dataclasses.asdict(self).items()
-            if k not in RESUMABLE_CHANGES and theirs.get(k) != v
+            f"{f.name}: {theirs.get(f.name)!r} vs {getattr(self, f.name)!r}{why.get(f.name, '')}"
+            for f in dataclasses.fields(self)
+            if not f.metadata["resumable"] and theirs.get(f.name) != getattr(self, f.name)
         ]
+
+
+RESUMABLE_CHANGES = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"]
+)
 
 
 # -- the loss, the optimizer's groups, the schedule ---------------------------------------
@@ -303,7 +246,9 @@ class TrainRun:
 
     def __init__(self, model, data: TokenData, cfg: TrainConfig, *, out_dir, device, meta):
         self.cfg, self.data, self.meta = cfg, data, dict(meta or {})
-        self.device = torch.device(device) if device is not None else _device_of(model)
+        first = next(model.parameters(), None)
+        here = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else here
         self.model = model.to(self.device)
         self.n_ctx = cfg.n_ctx or model.cfg.n_ctx
         if self.n_ctx > model.cfg.n_ctx:
@@ -348,10 +293,8 @@ class TrainRun:
             self.step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
             self.step_model = torch.compile(self.step_model)
-        self._metrics = None
-        self._writer = None
+        self._metrics = self._writer = None  # the metrics file and TensorBoard, once started
         self._lock: FileLock | None = None
-        self._since_log = (0, 0.0)  # tokens and seconds since the last metrics line
 
     # -- files -----------------------------------------------------------------------
 
@@ -365,22 +308,17 @@ class TrainRun:
 
     def start(self, resume: bool) -> None:
         path = self.checkpoint_path
-        if resume and path is not None and not path.is_file():  # before any file is made
+        if resume and (path is None or not path.is_file()):
+            where = "resume=True needs out_dir" if path is None else f"there is no {path}"
+            raise CheckpointError(f"nothing to resume: {where}. Nothing was created.")
+        self._lock = FileLock(self.out_dir / ".lock") if self.writes else None
+        if self._lock is not None and not self._lock.acquire(wait=False):
             raise CheckpointError(
-                f"nothing to resume: {path} does not exist (run without resume to start "
-                "a new run there). Nothing was written."
+                f"{self.out_dir} is in use by another training run (process "
+                f"{self._lock.holder()}); wait for it to finish or choose another output "
+                "folder. Nothing was changed."
             )
-        if self.writes:
-            self._lock = FileLock(self.out_dir / ".lock")
-            if not self._lock.acquire(wait=False):
-                raise CheckpointError(
-                    f"{self.out_dir} is in use by another training run (process "
-                    f"{self._lock.holder()}); wait for it to finish or choose another output "
-                    "folder. Nothing was changed."
-                )
         if resume:
-            if path is None:
-                raise CheckpointError("resume=True needs out_dir, the folder of the run")
             self._load(path)
         elif path is not None and path.is_file():
             raise CheckpointError(
@@ -401,28 +339,25 @@ class TrainRun:
         if not resume:
             self._log({"step": 0, "loss": self.evaluate("train"), **self._eval()})
 
-    def _state(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "step": self.step,
-            "model_config": dataclasses.asdict(self.model.cfg),
-            "train_config": dataclasses.asdict(self.cfg),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "data": self.generator.get_state(),
-            },
-            "meta": self.meta,
-        }
+    def checkpoint(self) -> Checkpoint:
+        """Everything a resumed run needs to take the steps this one would have taken."""
+        return Checkpoint(
+            model_config=self.model.cfg,
+            model=self.model.state_dict(),
+            step=self.step,
+            meta=self.meta,
+            train_config=dataclasses.asdict(self.cfg),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            data_rng=self.generator.get_state(),
+        )
 
     def save(self) -> None:
         if self.writes:
-            save_atomic(self._state(), self.checkpoint_path)
+            self.checkpoint().save(self.checkpoint_path)
         if self.distributed:
             dist.barrier()
 
@@ -433,32 +368,25 @@ class TrainRun:
         return "No checkpoint was written."
 
     def _load(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        check_model_config(state, self.model.cfg, path)
-        diffs = self.cfg.differences(state["train_config"])
+        ckpt = read_checkpoint(path, map_location=self.device)
+        ckpt.check_model_config(self.model.cfg)
+        ckpt.require_training_state()
+        diffs = self.cfg.differences(ckpt.train_config)
         if diffs:
             raise CheckpointError(
                 f"checkpoint {path} was made with other training settings ({'; '.join(diffs)}); "
                 "resume with the same arguments"
             )
-        saved = state.get("meta") or {}
-        changed = [
-            f"{k}: {saved[k]!r} vs {v!r}" for k, v in self.meta.items() if saved.get(k, v) != v
-        ]
-        if changed:
-            raise CheckpointError(
-                f"checkpoint {path} was trained on other data ({'; '.join(changed)}); "
-                "resume with the same corpus and tokenizer"
-            )
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        self.generator.set_state(state["rng"]["data"].cpu())
-        self.step = int(state["step"])
+        ckpt.check_meta(self.meta)
+        ckpt.load_into(self.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.scheduler.load_state_dict(ckpt.scheduler)
+        self.scaler.load_state_dict(ckpt.scaler)
+        torch.set_rng_state(ckpt.torch_rng.cpu())
+        if ckpt.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt.cuda_rng])
+        self.generator.set_state(ckpt.data_rng.cpu())
+        self.step = ckpt.step
 
     def close(self) -> None:
         if self._lock is not None:
@@ -580,11 +508,6 @@ class TrainRun:
         return TrainResult(status, self.step, self.history, self.out_dir)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 # -- the loop -----------------------------------------------------------------------------
 
 
@@ -621,23 +544,16 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and return what happened.
 
-    Args:
-        model: maps ``tokens[batch, pos]`` to ``logits[batch, pos, d_vocab]`` and has a
-            ``.cfg`` (:class:`~minigpt.config.GPTConfig`), e.g. :class:`minigpt.model.GPT`.
-        data: the token ids, split into training and validation.
-        cfg: the run's settings.
-        out_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nowhere).
-        resume: continue from ``out_dir/checkpoint.pt``; without it an existing checkpoint
-            there is an error (it is never overwritten by a new run).
-        device: where to train (default: the model's device).
-        progress: show a progress bar (on a terminal) with loss and tokens/s.
-        callback: called as ``callback(step, record, model)`` after every step.
-        meta: plain data saved in the checkpoint (e.g. the tokenizer's name).
+    ``model`` maps ``tokens[batch, pos]`` to ``logits[batch, pos, d_vocab]`` and has a ``.cfg``
+    (e.g. :class:`minigpt.model.GPT`). ``checkpoint.pt`` and ``metrics.jsonl`` go to
+    ``out_dir`` (``None``: nowhere); ``resume`` continues from its checkpoint, which without
+    it is never overwritten. ``device``: the model's by default. ``progress``: a progress bar
+    on a terminal. ``callback(step, record, model)`` runs after every step; ``meta`` (plain
+    data, e.g. the tokenizer's name) is saved in the checkpoint, and a resume must match it.
 
-    Raises:
-        TrainingDiverged: the loss became NaN or inf (no checkpoint is written for it).
-        minigpt.checkpoint.CheckpointError: ``resume`` without a usable checkpoint, a
-            checkpoint of another model or config, or a new run over an old checkpoint.
+    Raises :class:`TrainingDiverged` when the loss becomes NaN or inf (nothing is saved for
+    it) and :class:`~minigpt.checkpoint.CheckpointError` for a resume without a usable
+    checkpoint, one of another model or settings, or a new run over an old checkpoint.
     """
     run = TrainRun(model, data, cfg, out_dir=out_dir, device=device, meta=meta)
     try:

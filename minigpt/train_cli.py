@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,23 +26,15 @@ from minigpt.corpus import CorpusError
 from minigpt.device import resolve_device
 from minigpt.formats.hf_model import save_pretrained
 from minigpt.presets import PRESETS, plan_run
-from minigpt.train import TrainConfig, TrainingDiverged, allowed, check_setting, train
+from minigpt.settings import add_flags, flag_changes
+from minigpt.train import TrainConfig, TrainingDiverged, train
 
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C" (the checkpoint is saved)
 
 
-class FlagError(ValueError):
-    """A flag with a value it does not allow: one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line naming the flag, instead of the usage and a line
-        raise FlagError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="minigpt-train",
         description="Train a GPT on next-token prediction. Writes OUT/checkpoint.pt and "
         "OUT/metrics.jsonl (one JSON object per line: step, loss, lr, grad_norm, tokens_per_s, "
@@ -56,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    _training_flags(parser)
     arg("--max-documents", type=int, help="read only this many documents of the corpus")
     arg("--no-progress", action="store_true", help="no progress bar")
     arg("--debug", action="store_true", help="on an error, print the whole traceback")
@@ -67,47 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="when training finishes, write the model and its tokenizer to DIR as a Hugging "
         "Face GPT-2 folder (for transformers' GPT2LMHeadModel and AutoTokenizer)",
     )
+    # The training settings: one option per TrainConfig field declared with flag().
+    add_flags(
+        parser.add_argument_group("training settings"), TrainConfig, " (default: the preset's)"
+    )
     return parser
-
-
-def _flag_fields():
-    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag")]
-
-
-def _parse_as(f):
-    """argparse's ``type=`` for the field ``f``: the value, or an error naming what is allowed."""
-    kind = int if f.type.startswith("int") else float
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed(f)}") from None
-        if check_setting(f, value) is not None:
-            raise argparse.ArgumentTypeError(f"{text} is not {allowed(f)}")
-        return value
-
-    return parse
-
-
-def _training_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~minigpt.train.TrainConfig` field declared as one, with its help
-    and allowed values from the field; unset flags keep the preset's value."""
-    for f in _flag_fields():
-        name, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if f.type.startswith("bool"):
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, help=help)
-        elif f.metadata["choices"]:
-            parser.add_argument(name, choices=f.metadata["choices"], help=help)
-        else:
-            parser.add_argument(
-                name, type=_parse_as(f), help=f"{help}; {allowed(f).removesuffix(' or None')}"
-            )
-
-
-def _train_changes(args) -> dict:
-    """The TrainConfig fields the flags set (None: the preset's value)."""
-    return {f.name: getattr(args, f.name) for f in _flag_fields()}
 
 
 def _init_distributed(device_arg: str):
@@ -129,7 +85,10 @@ def _init_distributed(device_arg: str):
 def run(args) -> int:
     device = _init_distributed(args.device)
     plan = plan_run(
-        args.preset, tokenizer=args.tokenizer, data=args.data, train_changes=_train_changes(args)
+        args.preset,
+        tokenizer=args.tokenizer,
+        data=args.data,
+        train_changes=flag_changes(args, TrainConfig),
     )
     out = args.out or Path("runs") / plan.preset.name
     if args.export is not None and args.export.exists() and not args.export.is_dir():
@@ -168,15 +127,27 @@ def run(args) -> int:
     return 0 if result.status == "finished" else EXIT_INTERRUPTED
 
 
+def _interrupt(signum, frame):
+    """Ctrl-C outside the training loop (which saves and stops on its own): stop now, and
+    ignore further presses while stopping, so that the exit is one line, not a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``minigpt-train`` / ``python -m minigpt.train``: see ``--help``."""
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        args = build_parser().parse_args(argv)
-    except FlagError as err:
-        print(f"minigpt-train: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
+        code = run(args)
+        if code == EXIT_INTERRUPTED:  # stopped on Ctrl-C and saved: more presses change nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
+    except KeyboardInterrupt:  # a second Ctrl-C in the loop, or one before or after it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process is exiting: ignore more
+        print("minigpt-train: interrupted before a checkpoint could be saved; the checkpoints "
+              "already saved are untouched", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     except (ValueError, OSError, CorpusError, CheckpointError, TrainingDiverged) as err:
         if args.debug:
             raise
@@ -187,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        if signal.getsignal(signal.SIGINT) is _interrupt:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

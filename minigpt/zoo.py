@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ from minigpt.checkpoint import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     CheckpointError,
-    load_checkpoint,
     model_from_checkpoint,
+    read_checkpoint,
 )
 from minigpt.config import GPTConfig
 from minigpt.device import resolve_device
@@ -64,18 +63,18 @@ def _checkpoint_status(path: Path, model: GPTConfig, train_cfg: TrainConfig, met
     if not path.is_file():
         return "missing"
     try:
-        state = load_checkpoint(path)
+        ckpt = read_checkpoint(path)
     except CheckpointError:
         return "stale"
     same = (
-        state["model_config"] == asdict(model)
-        and state.get("meta") == meta
-        and not train_cfg.differences(state["train_config"])
-        and state["train_config"]["max_steps"] == train_cfg.max_steps
+        ckpt.model_config == model
+        and ckpt.meta == meta
+        and ckpt.train_config is not None
+        and not train_cfg.differences(ckpt.train_config)  # max_steps included
     )
     if not same:
         return "stale"
-    return "finished" if state["step"] >= train_cfg.max_steps else "partial"
+    return "finished" if ckpt.step >= train_cfg.max_steps else "partial"
 
 
 def shakespeare_model(device: str | torch.device | None = None, *, progress: bool = False):

@@ -14,10 +14,11 @@ import torch
 from minigpt.checkpoint import (
     FORMAT,
     VERSION,
+    Checkpoint,
     CheckpointError,
-    check_model_config,
     load_checkpoint,
     model_from_checkpoint,
+    read_checkpoint,
     read_metrics,
     save_atomic,
     truncate_metrics,
@@ -113,11 +114,12 @@ def test_a_missing_checkpoint_is_named(tmp_path):
 
 
 def test_check_model_config_names_every_field_that_differs(tmp_path):
-    state = checkpoint_of(GPT(CFG))
-    check_model_config(state, CFG, tmp_path / "c.pt")  # the same config: no error
+    save_atomic(checkpoint_of(GPT(CFG)), tmp_path / "c.pt")
+    ckpt = read_checkpoint(tmp_path / "c.pt")
+    ckpt.check_model_config(CFG)  # the same config: no error
     other = CFG.replace(d_mlp=64, n_ctx=16)
     with pytest.raises(CheckpointError) as info:
-        check_model_config(state, other, tmp_path / "c.pt")
+        ckpt.check_model_config(other)
     text = str(info.value)
     assert str(tmp_path / "c.pt") in text
     assert "d_mlp: checkpoint 32 vs model 64" in text and "n_ctx: checkpoint 8 vs model 16" in text
@@ -217,3 +219,53 @@ def test_pickle_module_is_what_torch_raises_for_refused_globals(tmp_path):
     torch.save(Evil(), path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_round_trips_through_the_checkpoint_dataclass(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    written = Checkpoint(CFG, model.state_dict(), step=7, meta={"tokenizer": "gpt2"})
+    written.save(tmp_path / "c.pt")
+    ckpt = read_checkpoint(tmp_path / "c.pt")
+    assert (ckpt.model_config, ckpt.step, ckpt.meta) == (CFG, 7, {"tokenizer": "gpt2"})
+    assert ckpt.path == tmp_path / "c.pt" and ckpt.train_config is None
+    rebuilt = ckpt.build_model()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+    with pytest.raises(CheckpointError, match=r"c\.pt holds a model but not the state .*resumed"):
+        ckpt.require_training_state()
+
+
+def _tensors(**changes):
+    """A model's tensors with some replaced (a tensor) or dropped (None)."""
+    tensors = GPT(CFG).state_dict()
+    for name, value in changes.items():
+        name = name.replace("__", ".")
+        if value is None:
+            del tensors[name]
+        else:
+            tensors[name] = value
+    return tensors
+
+
+@pytest.mark.parametrize(
+    ("config", "tensors", "message"),
+    [
+        ({**asdict(CFG), "d_mlp": 64}, _tensors(), "shape blocks.0.mlp.W_in (16, 32) vs (16, 64)"),
+        ({**asdict(CFG), "n_ctx": 16}, _tensors(), "shape pos_embed.W_pos (8, 16) vs (16, 16)"),
+        (asdict(CFG), _tensors(extra__W=torch.zeros(2)), "foreign extra.W"),
+        (asdict(CFG), _tensors(ln_final__b=None), "missing ln_final.b"),
+        (None, _tensors(), "has no model config"),
+        ({**asdict(CFG), "d_mlp": -1}, _tensors(), "model config minigpt cannot use"),
+        (asdict(CFG), {}, "holds no model tensors"),
+    ],
+)
+def test_tensors_that_do_not_fit_the_config_are_refused_naming_the_file(
+    tmp_path, config, tensors, message
+):
+    path = tmp_path / "misfit.pt"
+    state = {"format": FORMAT, "version": VERSION, "model": tensors}
+    save_atomic(state if config is None else {**state, "model_config": config}, path)
+    with pytest.raises(CheckpointError) as info:
+        model_from_checkpoint(path)
+    assert str(path) in str(info.value) and message in str(info.value)

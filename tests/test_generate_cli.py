@@ -183,3 +183,68 @@ def test_an_unknown_device_is_one_line_not_a_traceback(capsys):
     code, out, err = run(capsys, "hi", "--device", "tpu")
     assert code == 2 and out == ""
     assert err.startswith("error: device='tpu'") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"d_mlp": 128}, "shape blocks.0.mlp.W_in (32, 64) vs (32, 128)"),
+        ({"n_ctx": 80}, "shape pos_embed.W_pos (40, 32) vs (80, 32)"),
+        ({"foreign": "ln_final.extra"}, "foreign ln_final.extra"),
+        ({"missing": "unembed.b_U"}, "missing unembed.b_U"),
+        ({"no_config": True}, "has no model config"),
+    ],
+)
+def test_a_checkpoint_whose_tensors_do_not_fit_is_one_line(tmp_path, capsys, changes, message):
+    from dataclasses import asdict
+
+    from minigpt.checkpoint import FORMAT, VERSION
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=40)
+    tensors = GPT(cfg).state_dict()
+    if "foreign" in changes:
+        tensors[changes["foreign"]] = torch.zeros(3)
+    if "missing" in changes:
+        del tensors[changes["missing"]]
+    stored = {k: v for k, v in changes.items() if k in ("d_mlp", "n_ctx")}
+    state = {"format": FORMAT, "version": VERSION, "model": tensors, "meta": {"tokenizer": "gpt2"}}
+    if "no_config" not in changes:
+        state["model_config"] = asdict(cfg.replace(**stored))
+    path = save_atomic(state, tmp_path / "checkpoint.pt")
+    code, out, err = run(capsys, "hi", "--model", path, "--max-new-tokens", "2")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(path) in err and message in err
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_a_seed_out_of_range_names_the_flag_and_the_range(capsys, checkpoint, seed):
+    code, out, err = run(capsys, "hi", "--model", checkpoint[0], "--seed", seed)
+    assert code == 2 and out == ""
+    assert err == f"error: --seed={seed} must be an integer >= 0 and <= {2**64 - 1}\n"
+    code, _, err = run(capsys, "hi", "--model", checkpoint[0], "--seed", 2**64 - 1,
+                       "--num-samples", 2)  # fmt: skip
+    assert code == 2 and f"must be an integer >= 0 and <= {2**64 - 2}" in err  # seed + 1 too
+
+
+def test_ctrl_c_pressed_twice_exits_130_with_one_line(checkpoint):
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "minigpt.generate_cli", "hi", "--model", str(checkpoint[0]),
+           "--max-new-tokens", "1000000", "--quiet", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.read(1)  # it is generating
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert text == "minigpt-generate: interrupted (exit code 130)\n"

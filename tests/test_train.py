@@ -277,4 +277,13 @@ def test_a_fractional_n_ctx_is_a_named_error_not_a_type_error_later():
     code = "from minigpt.train import TrainConfig; TrainConfig(n_ctx=2.5)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1
-    assert "ValueError: TrainConfig.n_ctx=2.5 must be an integer in [1, inf) or None" in done.stderr
+    assert "ValueError: TrainConfig.n_ctx=2.5 must be None or a positive integer" in done.stderr
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_a_seed_torch_cannot_take_is_refused_naming_the_range(seed):
+    with pytest.raises(
+        ValueError, match=rf"TrainConfig.seed={seed} must be an integer >= 0 and <= "
+    ):
+        CFG.replace(seed=seed)
+    CFG.replace(seed=2**64 - 1)  # the largest one torch takes
