@@ -167,6 +167,32 @@ def _local_files(path: Path) -> list[Path]:
     )
 
 
+def _what_it_looks_like(raw: bytes) -> str:
+    if raw.startswith(b"\x1f\x8b"):
+        return " (it looks gzip-compressed: decompress it first)"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return " (it starts with a UTF-16 byte-order mark: convert it to UTF-8)"
+    if b"\x00" in raw[:4096]:
+        return " (it holds NUL bytes: a binary file, not text)"
+    return " (latin-1 or another legacy encoding, perhaps: convert it to UTF-8)"
+
+
+def read_text_file(path: Path, lossy: bool = False) -> str:
+    """A local corpus file's text. Not UTF-8 is a :class:`CorpusError` naming the file and the
+    offset of the first bad byte, rather than text full of replacement characters; with
+    ``lossy=True`` bad bytes become U+FFFD instead."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if lossy:
+            return raw.decode("utf-8", errors="replace")
+        raise CorpusError(
+            f"{path} is not UTF-8 text: byte {err.start} ({raw[err.start]:#04x}) starts no "
+            f"character{_what_it_looks_like(raw)}; or pass lossy=True to replace bad bytes"
+        ) from None
+
+
 def looks_like_hf_dataset(name: str) -> bool:
     """``owner/name`` that is not a local path: read as a Hugging Face dataset name.
 
@@ -209,6 +235,7 @@ def iter_documents(
     text_column: str = "text",
     streaming: bool = True,
     max_documents: int | None = None,
+    lossy: bool = False,
 ) -> Iterator[str]:
     """The documents of a corpus, one string each, without reading all of it at once.
 
@@ -219,6 +246,8 @@ def iter_documents(
         split, text_column: which split and column of a Hugging Face dataset to read.
         streaming: stream a Hugging Face dataset instead of downloading it whole first.
         max_documents: stop after this many documents (``None``: all).
+        lossy: a local file that is not UTF-8 is read with U+FFFD for its bad bytes, instead
+            of being refused (:func:`read_text_file`).
     """
     if max_documents is not None and max_documents < 1:
         raise ValueError(f"max_documents={max_documents!r} must be None or at least 1")
@@ -226,7 +255,7 @@ def iter_documents(
     if name == "shakespeare":
         docs: Iterable[str] = shakespeare_works().values()
     elif Path(name).exists() or not looks_like_hf_dataset(name):
-        docs = (f.read_text(encoding="utf-8", errors="replace") for f in _local_files(Path(name)))
+        docs = (read_text_file(f, lossy) for f in _local_files(Path(name)))
     else:
         docs = _hf_documents(
             name,

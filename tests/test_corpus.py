@@ -97,3 +97,27 @@ def test_an_edited_corpus_cache_is_fetched_again(tmp_path, monkeypatch):
         assert corpus.shakespeare_works() == {"HAMLET": "To be."}
     assert len(fetched) == 2
     assert not list(tmp_path.glob("corpora/.shakespeare.tmp*"))  # no staging litter
+
+
+@pytest.mark.parametrize(
+    ("content", "offset", "looks"),
+    [
+        ("café au lait".encode("latin-1"), 3, "latin-1"),
+        ("text".encode("utf-16"), 0, "UTF-16"),
+        (__import__("gzip").compress(b"some text"), 1, "gzip"),
+        (b"ELF\x00\x01\x02\xff\xfe binary", 6, "binary"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_refused_by_name_and_offset(tmp_path, content, offset, looks):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=rf"{path} is not UTF-8 text: byte {offset} .*{looks}"):
+        load_corpus(path)
+    lossy = load_corpus(path, lossy=True)
+    assert "\ufffd" in lossy  # asked for: the bad bytes are replacement characters
+
+
+def test_utf8_text_reads_exactly(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("naïve café 中文 🤖\n", encoding="utf-8")
+    assert load_corpus(path) == "naïve café 中文 🤖\n"
