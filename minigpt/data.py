@@ -152,11 +152,12 @@ def _encode_all(
             pool.shutdown(cancel_futures=True)
 
 
-def _read_token_cache(path: Path, meta_path: Path) -> np.ndarray | None:
+def _read_token_cache(path: Path, meta_path: Path, vocab_size: int) -> np.ndarray | None:
     """The cached ids, memory-mapped, if the cache checks out; else ``None`` (with a warning).
 
     The ``.json`` beside the ``.bin`` holds its length, dtype and SHA-256. A cache that
-    does not match them (a truncated or changed file) is never used: it is encoded again.
+    does not match them (a truncated or changed file), or that holds an id the tokenizer
+    does not have, is never used: it is encoded again.
     """
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -168,6 +169,10 @@ def _read_token_cache(path: Path, meta_path: Path) -> np.ndarray | None:
             problem = "its content does not match the checksum in " + meta_path.name
     except (OSError, ValueError, KeyError, TypeError) as err:
         problem = f"{meta_path} cannot be read ({err})"
+    if problem is None:
+        ids = np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+        if n_tokens and int(ids.max()) >= vocab_size:
+            problem = f"it holds id {int(ids.max())}, beyond the tokenizer's {vocab_size} ids"
     if problem is not None:
         warnings.warn(
             f"token cache {path} is broken ({problem}); encoding the corpus again",
@@ -175,7 +180,7 @@ def _read_token_cache(path: Path, meta_path: Path) -> np.ndarray | None:
             stacklevel=3,
         )
         return None
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+    return ids
 
 
 def tokenize_corpus(
@@ -209,7 +214,7 @@ def tokenize_corpus(
     path = cache_dir() / "tokens" / f"{key}.bin"
     meta_path = path.with_suffix(".json")
     if cache and path.is_file() and meta_path.is_file():
-        cached = _read_token_cache(path, meta_path)
+        cached = _read_token_cache(path, meta_path, tokenizer.vocab_size)
         if cached is not None:
             return cached
 

@@ -126,3 +126,28 @@ def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired: read back without a warning
         assert np.array_equal(np.array(tokenize_corpus(str(text), tok)), first)
+
+
+def test_a_token_cache_with_ids_beyond_the_vocabulary_names_the_file(tmp_path, monkeypatch):
+    """Even with a checksum that matches (written by hand, or by a tokenizer with the same
+    fingerprint gone wrong), ids the tokenizer does not have are never trained on."""
+    import json
+
+    from minigpt.assets import sha256_of
+    from minigpt.data import tokenize_corpus
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("Once more unto the breach, dear friends, once more;\n" * 40)
+    tok = BPETokenizer.train(text.read_text(), 280)
+    first = np.array(tokenize_corpus(str(text), tok))
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    ids = np.fromfile(cached, dtype=np.uint16)
+    ids[5] = 60_000  # far beyond the 280 ids
+    ids.tofile(cached)
+    meta_path = cached.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "sha256": sha256_of(cached)}))
+    with pytest.warns(RuntimeWarning, match=rf"token cache {cached} is broken .*id 60000, beyond"):
+        again = np.array(tokenize_corpus(str(text), tok))
+    assert np.array_equal(first, again)
