@@ -204,11 +204,31 @@ def looks_like_hf_dataset(name: str) -> bool:
     return not name.startswith((".", "~")) and Path(parts[1]).suffix.lower() not in FILE_SUFFIXES
 
 
+def is_dataset_folder(path: Path) -> bool:
+    """A local folder in the Hugging Face hub's layout (parquet shards, or a ``README.md``
+    whose front matter lists ``configs:``): read through ``datasets`` like a hub dataset."""
+    if not path.is_dir():
+        return False
+    readme = path / "README.md"
+    if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith("---"):
+        front = readme.read_text(encoding="utf-8", errors="replace").split("---")[1]
+        if "configs:" in front:
+            return True
+    return any(path.rglob("*.parquet"))
+
+
 def _hf_documents(
-    name: str, *, split: str, text_column: str, streaming: bool, max_documents: int | None
+    name: str,
+    *,
+    config: str | None,
+    split: str,
+    text_column: str,
+    streaming: bool,
+    max_documents: int | None,
 ) -> Iterator[str]:
-    """Documents of a Hugging Face dataset, or a quick :class:`CorpusError` when offline."""
-    if not hub_reachable():
+    """Documents of a Hugging Face dataset (on the hub, or a local folder in its layout), or a
+    quick :class:`CorpusError` when the hub is needed and offline."""
+    if not is_dataset_folder(Path(name)) and not hub_reachable():
         raise CorpusError(
             f"corpus {name!r} is not a local file or folder, so it was read as a Hugging Face "
             "dataset, but the hub is unreachable from here. Use 'shakespeare' (offline) or "
@@ -216,7 +236,14 @@ def _hf_documents(
         )
     import datasets
 
-    dataset = datasets.load_dataset(name, split=split, streaming=streaming)
+    if config is not None:
+        configs = datasets.get_dataset_config_names(name)
+        if config not in configs:
+            raise CorpusError(f"dataset {name!r} has no config={config!r}; it has {configs}")
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except ValueError as err:  # most often a split or a config the dataset does not have
+        raise CorpusError(f"dataset {name!r} (config={config!r}, split={split!r}): {err}") from None
     columns = dataset.column_names or []
     if columns and text_column not in columns:
         raise CorpusError(
@@ -231,6 +258,7 @@ def _hf_documents(
 def iter_documents(
     name_or_path: str | os.PathLike = "shakespeare",
     *,
+    config: str | None = None,
     split: str = "train",
     text_column: str = "text",
     streaming: bool = True,
@@ -243,7 +271,11 @@ def iter_documents(
         name_or_path: ``"shakespeare"`` (the default; offline, one document per work), a text
             file, a folder of ``.txt``/``.md`` files (one document per file), or a Hugging
             Face dataset name such as ``"NeelNanda/pile-10k"`` (needs the hub).
-        split, text_column: which split and column of a Hugging Face dataset to read.
+            A local folder in the hub's layout (:func:`is_dataset_folder`) is read as such a
+            dataset, offline.
+        config, split, text_column: which configuration (``"20231101.de"`` of
+            ``wikimedia/wikipedia``, say; ``None``: the dataset's default), split and column
+            of a Hugging Face dataset to read.
         streaming: stream a Hugging Face dataset instead of downloading it whole first.
         max_documents: stop after this many documents (``None``: all).
         lossy: a local file that is not UTF-8 is read with U+FFFD for its bad bytes, instead
@@ -254,11 +286,14 @@ def iter_documents(
     name = str(name_or_path)
     if name == "shakespeare":
         docs: Iterable[str] = shakespeare_works().values()
-    elif Path(name).exists() or not looks_like_hf_dataset(name):
+    elif (Path(name).exists() or not looks_like_hf_dataset(name)) and not is_dataset_folder(
+        Path(name)
+    ):
         docs = (read_text_file(f, lossy) for f in _local_files(Path(name)))
     else:
         docs = _hf_documents(
             name,
+            config=config,
             split=split,
             text_column=text_column,
             streaming=streaming,

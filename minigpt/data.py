@@ -52,8 +52,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _corpus_key(name_or_path: str, max_documents: int | None) -> str:
-    """A file-name-safe key that changes whenever the corpus does."""
+def _corpus_key(name_or_path: str, max_documents: int | None, **corpus_kwargs) -> str:
+    """A file-name-safe key that changes whenever the corpus does (a dataset's config, split
+    or column included)."""
     path = Path(name_or_path)
     if name_or_path != "shakespeare" and path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -62,6 +63,11 @@ def _corpus_key(name_or_path: str, max_documents: int | None) -> str:
         label = f"{path.stem or 'corpus'}-{digest}"
     else:
         label = name_or_path.replace("/", "--")
+    chosen = {
+        k: corpus_kwargs[k] for k in ("config", "split", "text_column") if corpus_kwargs.get(k)
+    }
+    if chosen:  # which part of a dataset: another part is another corpus
+        label += "-" + hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:8]
     return label if max_documents is None else f"{label}-first{max_documents}"
 
 
@@ -206,11 +212,12 @@ def tokenize_corpus(
         workers: processes that encode in parallel (default: all cores for a Hugging Face
             dataset or a corpus over 4 MB; 1 otherwise).
         cache: read and write the on-disk cache.
-        **corpus_kwargs: ``split``, ``text_column``, ``streaming`` of a Hugging Face dataset.
+        **corpus_kwargs: ``config``, ``split``, ``text_column``, ``streaming`` of a Hugging
+            Face dataset, ``lossy`` of a text file (:func:`minigpt.corpus.iter_documents`).
     """
     name = str(name_or_path)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    key = f"{_corpus_key(name, max_documents)}-{tokenizer_fingerprint(tokenizer)}"
+    key = f"{_corpus_key(name, max_documents, **corpus_kwargs)}-{tokenizer_fingerprint(tokenizer)}"
     path = cache_dir() / "tokens" / f"{key}.bin"
     meta_path = path.with_suffix(".json")
     if cache and path.is_file() and meta_path.is_file():

@@ -125,10 +125,13 @@ class RunPlan:
     train: TrainConfig  # with n_ctx filled in
     model: GPTConfig
     meta: dict  # saved in the checkpoint; a resume must bring the same
+    data_options: dict = field(default_factory=dict)  # config, split, text_column of a dataset
 
     def materialize(self, max_documents: int | None = None) -> tuple[GPT, TokenData]:
         """The freshly initialised model (seeded with ``train.seed``) and the tokenized corpus."""
-        data = load_tokens(self.data, self.tokenizer, max_documents=max_documents)
+        data = load_tokens(
+            self.data, self.tokenizer, max_documents=max_documents, **self.data_options
+        )
         torch.manual_seed(self.train.seed)
         return GPT(self.model), data
 
@@ -138,13 +141,15 @@ def plan_run(
     *,
     tokenizer: str | None = None,
     data: str | None = None,
+    data_options: dict | None = None,
     train_changes: dict | None = None,
 ) -> RunPlan:
     """The run a preset describes, with the tokenizer, the corpus or training settings changed.
 
     ``train_changes`` are :class:`TrainConfig` fields; ``None`` values are ignored, so a
-    command line can pass every flag through. The training window defaults to the model's
-    context.
+    command line can pass every flag through. ``data_options`` (``config``, ``split``,
+    ``text_column`` of a Hugging Face dataset; ``None`` values ignored) choose which part of
+    the corpus, and are recorded with it. The training window defaults to the model's context.
     """
     chosen = get_preset(preset)
     tokenizer_name = tokenizer or chosen.tokenizer
@@ -154,10 +159,13 @@ def plan_run(
     if cfg.n_ctx is None:
         cfg = cfg.replace(n_ctx=chosen.model["n_ctx"])
     data_name = data or chosen.data
+    options = {k: v for k, v in (data_options or {}).items() if v is not None}
     meta = {
         "preset": chosen.name,
         "data": data_name,
+        **({"data_options": options} if options else {}),
         "tokenizer": tokenizer_name,
         "tokenizer_fingerprint": tokenizer_fingerprint(tok),
     }
-    return RunPlan(chosen, tok, data_name, cfg, chosen.model_config(tok.vocab_size), meta)
+    model = chosen.model_config(tok.vocab_size)
+    return RunPlan(chosen, tok, data_name, cfg, model, meta, options)

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     arg = parser.add_argument
     arg("--preset", default="tiny", help="model + data + settings (default: tiny)")
     arg("--data", help="corpus: 'shakespeare', a text file or folder, or a Hugging Face dataset")
+    arg(
+        "--data-config",
+        help="the dataset's configuration (e.g. 20231101.de of wikimedia/wikipedia)",
+    )
+    arg("--data-split", help="the dataset's split to train on (default: train)")
+    arg("--text-column", help="the dataset's column of text (default: text)")
     arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
@@ -88,6 +94,11 @@ def run(args) -> int:
         args.preset,
         tokenizer=args.tokenizer,
         data=args.data,
+        data_options={
+            "config": args.data_config,
+            "split": args.data_split,
+            "text_column": args.text_column,
+        },
         train_changes=flag_changes(args, TrainConfig),
     )
     out = args.out or Path("runs") / plan.preset.name

@@ -8,6 +8,7 @@ from small_corpus import TEXT_A, TEXT_B
 
 from minigpt.corpus import CorpusError, iter_documents, load_corpus
 from minigpt.data import tokenize_corpus
+from minigpt.tokenizer import BPETokenizer
 
 
 def test_shakespeare_is_the_complete_works_without_folio_copies():
@@ -60,14 +61,14 @@ def test_hugging_face_dataset_documents_by_column(minigpt_cache, monkeypatch, co
 
     calls = []
 
-    def fake_load_dataset(name, split, streaming):
-        calls.append((name, split, streaming))
+    def fake_load_dataset(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
         return FakeDataset([{"text": TEXT_A, "meta": 1}, {"text": TEXT_B, "meta": 2}] * 3)
 
     monkeypatch.setattr(minigpt.corpus, "hub_reachable", lambda timeout=1.5: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert list(iter_documents("someone/corpus", max_documents=3)) == [TEXT_A, TEXT_B, TEXT_A]
-    assert calls == [("someone/corpus", "train", True)]
+    assert calls == [("someone/corpus", None, "train", True)]
     ids = tokenize_corpus("someone/corpus", corpus_tokenizer, max_documents=2, workers=1)
     eot = corpus_tokenizer.eot_id
     assert ids.tolist() == corpus_tokenizer.encode(TEXT_A) + [eot] + corpus_tokenizer.encode(TEXT_B)
@@ -121,3 +122,33 @@ def test_utf8_text_reads_exactly(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("naïve café 中文 🤖\n", encoding="utf-8")
     assert load_corpus(path) == "naïve café 中文 🤖\n"
+
+
+def test_a_dataset_by_its_full_name_config_and_column(hub_layout_dataset, minigpt_cache):
+    """A local folder in the hub's layout reads through datasets, as wikimedia/wikipedia with
+    config 20231101.de would: only the location differs."""
+    folder, texts = hub_layout_dataset
+    docs = list(iter_documents(folder, config="de", text_column="body"))
+    assert sorted(docs) == sorted(texts["de"])
+    assert (
+        list(iter_documents(folder, config="en", text_column="body", max_documents=3))
+        == (
+            texts["en"][0:6:2]  # the first shard's first three rows
+        )
+    )
+    with pytest.raises(CorpusError, match=r"no config='fr'; it has \['de', 'en'\]"):
+        list(iter_documents(folder, config="fr", text_column="body"))
+    with pytest.raises(CorpusError, match=r"no column text_column='text'.*'body'"):
+        list(iter_documents(folder, config="de"))
+    with pytest.raises(CorpusError, match=r"split='test'"):
+        list(iter_documents(folder, config="de", split="test", text_column="body"))
+
+
+def test_each_config_of_a_dataset_is_its_own_token_cache(hub_layout_dataset, minigpt_cache):
+    folder, texts = hub_layout_dataset
+    tok = BPETokenizer.train(texts["de"][0] + texts["en"][0], 300)
+    de = tokenize_corpus(folder, tok, config="de", text_column="body")
+    en = tokenize_corpus(folder, tok, config="en", text_column="body")
+    assert len(list((minigpt_cache / "tokens").glob("*.bin"))) == 2
+    assert tok.decode(de[:40].tolist()).startswith("Dies ist Artikel")
+    assert tok.decode(en[:40].tolist()).startswith("This is article")

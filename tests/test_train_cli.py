@@ -152,3 +152,24 @@ def test_the_training_options_are_the_train_config_flag_fields():
     for name in flags:
         assert "--" + name.replace("_", "-") in help_text
     assert "--no-compile" in help_text and "seed of the data order" in help_text
+
+
+def test_a_dataset_named_by_config_and_column_trains_and_resumes_only_on_it(
+    hub_layout_dataset, tmp_path, capsys, minigpt_cache
+):
+    """--data with --data-config and --text-column, on a local folder in the hub's layout: the
+    whole path wikimedia/wikipedia 20231101.de would take, only the location differs."""
+    from minigpt.checkpoint import read_checkpoint
+
+    folder, _ = hub_layout_dataset
+    out = tmp_path / "run"
+    args = ["--data", str(folder), "--data-config", "de", "--text-column", "body",
+            "--tokenizer", "gpt2", "--out", str(out), "--device", "cpu", "--n-ctx", "16",
+            "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--max-steps", "2"]) == 0
+    assert "tokens of" in capsys.readouterr().out
+    meta = read_checkpoint(out / "checkpoint.pt").meta
+    assert meta["data_options"] == {"config": "de", "text_column": "body"}
+    other = [("en" if a == "de" else a) for a in args]
+    assert main([*other, "--max-steps", "2", "--resume"]) == 1
+    assert "data_options" in capsys.readouterr().err  # another part of the dataset: refused
