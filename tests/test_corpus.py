@@ -105,9 +105,10 @@ def test_an_edited_corpus_cache_is_fetched_again(tmp_path, monkeypatch):
     [
         ("café au lait".encode("latin-1"), 3, "latin-1"),
         ("text".encode("utf-16"), 0, "UTF-16"),
-        (__import__("gzip").compress(b"some text"), 1, "gzip"),
+        (__import__("gzip").compress(b"some text", mtime=0), 1, "gzip"),
         (b"ELF\x00\x01\x02\xff\xfe binary", 6, "binary"),
     ],
+    ids=["latin-1", "utf-16", "gzip", "binary"],  # stable names: xdist's workers must agree
 )
 def test_a_file_that_is_not_utf8_is_refused_by_name_and_offset(tmp_path, content, offset, looks):
     path = tmp_path / "corpus.txt"
