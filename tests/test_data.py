@@ -110,7 +110,8 @@ def test_load_tokens_with_the_shakespeare_tokenizer():
     assert int(data.tokens.max()) < 4096
 
 
-def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
+def _one_cached_corpus(tmp_path, monkeypatch):
+    """A small text file tokenized once: ``(its path, the tokenizer, its ids, the cache file)``."""
     from minigpt.data import tokenize_corpus
 
     monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
@@ -119,6 +120,13 @@ def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
     tok = BPETokenizer.train(text.read_text(), 280)
     first = np.array(tokenize_corpus(str(text), tok))
     (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    return text, tok, first, cached
+
+
+def test_a_zeroed_token_cache_is_never_trained_on(tmp_path, monkeypatch):
+    from minigpt.data import tokenize_corpus
+
+    text, tok, first, cached = _one_cached_corpus(tmp_path, monkeypatch)
     cached.write_bytes(bytes(cached.stat().st_size))  # zeroed, same size
     with pytest.warns(RuntimeWarning, match=r"token cache .*\.bin is broken.*checksum"):
         again = np.array(tokenize_corpus(str(text), tok))
@@ -136,12 +144,7 @@ def test_a_token_cache_with_ids_beyond_the_vocabulary_names_the_file(tmp_path, m
     from minigpt.assets import sha256_of
     from minigpt.data import tokenize_corpus
 
-    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
-    text = tmp_path / "text.txt"
-    text.write_text("Once more unto the breach, dear friends, once more;\n" * 40)
-    tok = BPETokenizer.train(text.read_text(), 280)
-    first = np.array(tokenize_corpus(str(text), tok))
-    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    text, tok, first, cached = _one_cached_corpus(tmp_path, monkeypatch)
     ids = np.fromfile(cached, dtype=np.uint16)
     ids[5] = 60_000  # far beyond the 280 ids
     ids.tofile(cached)
