@@ -210,10 +210,9 @@ def is_dataset_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
     readme = path / "README.md"
-    if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith("---"):
-        front = readme.read_text(encoding="utf-8", errors="replace").split("---")[1]
-        if "configs:" in front:
-            return True
+    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    if text.startswith("---") and "configs:" in text.split("---")[1]:  # the front matter
+        return True
     return any(path.rglob("*.parquet"))
 
 

@@ -30,7 +30,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from minigpt.assets import cache_dir, sha256_of
-from minigpt.corpus import DOCUMENT_SEPARATOR, CorpusError, iter_documents
+from minigpt.corpus import DOCUMENT_SEPARATOR, CorpusError, is_dataset_folder, iter_documents
 from minigpt.files import atomic_write, atomic_write_text
 from minigpt.tokenizer import shakespeare_tokenizer
 
@@ -227,7 +227,8 @@ def tokenize_corpus(
 
     documents: Iterable[str] = iter_documents(name, max_documents=max_documents, **corpus_kwargs)
     total = None
-    if name == "shakespeare" or Path(name).exists():  # small enough to list: a known total
+    if name == "shakespeare" or (Path(name).exists() and not is_dataset_folder(Path(name))):
+        # text files, small enough to list: a known total (a dataset folder is streamed)
         documents = list(documents)
         total = sum(len(d) for d in documents)
     if workers is None:
