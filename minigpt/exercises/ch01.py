@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from minigpt.bpe import bpe_word, merge, pair_counts
 from minigpt.exercises.diagnose import matching_mistake
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch01 as solutions
 
 A = ord("a")  # 97: the byte of "a", as in the chapter's toy string
 HAND_CASES = [
@@ -120,6 +122,7 @@ def _diagnose(got, case, mistakes, call, others=()) -> str:
     return f" Likely cause: {hint}." if hint else ""
 
 
+@exercise(solutions.merge)
 def check_merge(fn: Callable, seed: int = 0) -> None:
     """Check ``fn(ids, pair, new_id) -> list`` against :func:`minigpt.bpe.merge`."""
     rng = random.Random(seed)
@@ -144,6 +147,7 @@ def check_merge(fn: Callable, seed: int = 0) -> None:
     print(f"Correct: merge agrees with minigpt.bpe.merge on {len(cases)} cases.")
 
 
+@exercise(solutions.pair_counts)
 def check_pair_counts(fn: Callable, seed: int = 0) -> None:
     """Check ``fn(ids) -> {pair: count}`` against :func:`minigpt.bpe.pair_counts`."""
     cases = [case[0] for case in HAND_CASES] + _random_lists(seed)
@@ -218,6 +222,7 @@ ENCODE_MISTAKES = [
 WORDS = (" hello", " tokenization", "aaaa", " Shakespeare", " 1234", " naïve", "!!!", " aaaaaaa")
 
 
+@exercise(solutions.encode_word)
 def check_encode_word(fn: Callable, words: tuple[str, ...] | None = None) -> None:
     """Check ``fn(ids, ranks) -> list`` against :func:`minigpt.bpe.bpe_word` with GPT-2's merges.
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 
 from minigpt.exercises.diagnose import matching_mistake
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch02 as solutions
 
 ATOL = 1e-5  # look-ups and one addition: float32 gives the same bits; allow for a device
 PROMPT = "The cat sat on the mat. The cat"
@@ -143,6 +145,7 @@ def _check_reference(embed: Callable, ref, prompt: str) -> int:
     )
 
 
+@exercise(solutions.embed_tokens)
 def check_embed(embed: Callable, ref, prompt: str = PROMPT, seed: int = 0) -> None:
     """Check ``embed(tokens, W_E, W_pos) -> resid[batch, pos, d_model]``, the token
     embedding plus the positional embedding of positions ``0 .. pos-1``, first on a small

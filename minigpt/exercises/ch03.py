@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch03 as solutions
+
 # A reader's masked score may be any number this low: its weight exp(-1e4) is 0 in float32.
 # (Not minigpt.compare.MASKED, the far lower line below which two sentinels count as equal.)
 ZERO_WEIGHT_SCORE = -1e4
@@ -68,6 +71,7 @@ def _causal(n_q: int, n_k: int) -> Tensor:
 _SCORE_AXES = ("batch", "head", "query", "key")
 
 
+@exercise(solutions.attn_scores)
 def check_attn_scores(attn_scores: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
     """Check ``attn_scores(q, k) -> scores[batch, n_heads, query_pos, key_pos]``.
 
@@ -121,6 +125,7 @@ def check_attn_scores(attn_scores: Callable, cache: Mapping[str, Tensor], layer:
     )
 
 
+@exercise(solutions.causal_mask)
 def check_causal_mask(causal_mask: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
     """Check ``causal_mask(scores) -> masked_scores``, both ``[batch, n_heads, query_pos,
     key_pos]``: every score of a key after its query replaced by a huge negative number.
@@ -202,6 +207,7 @@ def check_causal_mask(causal_mask: Callable, cache: Mapping[str, Tensor], layer:
     )
 
 
+@exercise(solutions.softmax_pattern)
 def check_softmax(softmax: Callable, cache: Mapping[str, Tensor], layer: int = 0) -> None:
     """Check ``softmax(masked_scores) -> pattern``, both ``[batch, n_heads, query_pos,
     key_pos]``, on the reference's ``hook_attn_scores``; compared with ``hook_pattern`` to
@@ -242,6 +248,7 @@ def check_softmax(softmax: Callable, cache: Mapping[str, Tensor], layer: int = 0
     )
 
 
+@exercise(solutions.weighted_values)
 def check_weighted_values(
     weighted_values: Callable, cache: Mapping[str, Tensor], layer: int = 0
 ) -> None:

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from minigpt.compare import compare_tensors
 from minigpt.exercises.diagnose import close, matching_mistake
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch04 as solutions
 from minigpt.mlp import gelu_new
 
 GELU_ATOL = 1e-5  # the exact GELU is up to 4.7e-4 away from GPT-2's: far outside this
@@ -59,6 +61,7 @@ def _gelu_failure(where: str, got: Tensor, x: Tensor, expected: Tensor) -> Asser
     return AssertionError(f"gelu is wrong {where}: {cause}")
 
 
+@exercise(solutions.gelu)
 def check_gelu(gelu: Callable, cache: Mapping[str, Tensor] | None = None, layer: int = 0) -> None:
     """Check ``gelu(x)`` against GPT-2's tanh GELU, to ``GELU_ATOL``.
 
@@ -91,6 +94,7 @@ def _mlp_weights(params: Mapping[str, Tensor], layer: int) -> tuple[Tensor, ...]
     return tuple(params[p + name].detach() for name in ("W_in", "b_in", "W_out", "b_out"))
 
 
+@exercise(solutions.mlp_forward)
 def check_mlp(
     mlp: Callable, cache: Mapping[str, Tensor], params: Mapping[str, Tensor], layer: int = 0
 ) -> None:

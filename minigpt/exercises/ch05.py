@@ -12,6 +12,8 @@ from minigpt.attention import Attention
 from minigpt.compare import compare_tensors
 from minigpt.config import GPTConfig
 from minigpt.exercises.diagnose import close, matching_mistake
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch05 as solutions
 from minigpt.formats.gpt2_weights import load_tl_parameters
 from minigpt.layernorm import LayerNorm
 from minigpt.mlp import MLP
@@ -51,6 +53,7 @@ def _wrong_normalizations(x: Tensor, eps: float) -> list[tuple[Tensor, str]]:
     ]
 
 
+@exercise(solutions.layer_norm)
 def check_layer_norm(
     layer_norm: Callable, cache: Mapping[str, Tensor], params: Mapping[str, Tensor], layer: int = 0
 ) -> None:
@@ -140,6 +143,7 @@ def _block_parts(params: Mapping[str, Tensor], layer: int):
     return parts
 
 
+@exercise(solutions.block_forward)
 def check_block(
     block: Callable,
     cache: Mapping[str, Tensor],
@@ -209,6 +213,7 @@ def check_block(
     raise AssertionError(f"{where}. Likely cause: {cause}")
 
 
+@exercise(solutions.count_parameters)
 def check_parameter_count(count_parameters: Callable) -> None:
     """Check ``count_parameters(cfg) -> int``: the parameters of a GPT-2-style model with the
     unembedding tied to the embedding (no extra weights, no output bias), as in GPT-2."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch06 as solutions
 from minigpt.train import TrainConfig, lm_loss, lr_at
 
 
@@ -57,6 +59,7 @@ def _loss_mistakes(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torc
     }
 
 
+@exercise(solutions.next_token_loss)
 def check_next_token_loss(loss_fn: Callable, ref=None, seed: int = 0) -> None:
     """Check ``loss_fn(logits[batch, pos, d_vocab], tokens[batch, pos]) -> scalar``.
 
@@ -101,6 +104,7 @@ def check_next_token_loss(loss_fn: Callable, ref=None, seed: int = 0) -> None:
     print(message + ".")
 
 
+@exercise(solutions.schedule)
 def check_lr_schedule(schedule: Callable) -> None:
     """Check ``schedule(step, max_steps, warmup_steps, lr, min_lr) -> float``.
 

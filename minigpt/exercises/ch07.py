@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch07 as solutions
 from minigpt.sample import Sampler, generate, min_p_filter, top_p_filter
 
 
@@ -103,6 +105,7 @@ def _nucleus_mistakes(logits: Tensor, t: float, p: float) -> dict[str, Tensor]:
     }
 
 
+@exercise(solutions.nucleus_probs)
 def check_nucleus_probs(fn: Callable[[Tensor, float, float], Tensor]) -> None:
     """``fn(logits [batch, d_vocab], temperature, p) -> probs [batch, d_vocab]``.
 
@@ -185,6 +188,7 @@ def _top_candidates(total: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
     return score, index // vocab, index % vocab
 
 
+@exercise(solutions.beam_step)
 def check_beam_step(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]) -> None:
     """``fn(log_probs [batch, num_beams, d_vocab], beam_scores [batch, num_beams])
     -> (score, parent, token)``, each ``[batch, 2 * num_beams]``, best first.
@@ -256,6 +260,7 @@ class _Spy(nn.Module):
         return self.model(tokens, cache=cache, attention_mask=attention_mask)
 
 
+@exercise(solutions.greedy)
 def check_greedy_with_cache(fn: Callable[[nn.Module, Tensor, int], Tensor]) -> None:
     """``fn(model, tokens, n) -> tokens + n greedy tokens``, feeding the model one new token
     per step through ``model.new_cache`` after the prompt."""

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from minigpt.exercises.exercise import exercise
+from minigpt.exercises.solutions import ch08 as solutions
 from minigpt.interp import (
     composition_score,
     first_token_stripe,
@@ -29,6 +31,7 @@ def _hand_made_patterns(seq: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(heads, dim=1)
 
 
+@exercise(solutions.induction_score)
 def check_induction_score(induction_score: Callable, seq: int = 6) -> None:
     """Check ``induction_score(pattern) -> [n_heads]`` for ``pattern[batch, n_heads, 2 seq, 2 seq]``."""
     pattern = _hand_made_patterns(seq, torch.Generator().manual_seed(0))
@@ -50,6 +53,7 @@ def check_induction_score(induction_score: Callable, seq: int = 6) -> None:
     print("Correct: that is the induction score (1 for a perfect induction head).")
 
 
+@exercise(solutions.ov_top_tokens)
 def check_ov_top_tokens(ov_top_tokens: Callable, seed: int = 0) -> None:
     """Check ``ov_top_tokens(W_E, W_V, W_O, W_U, k) -> [d_vocab, k]``: for each source token, the
     ``k`` output tokens whose logits its OV circuit ``W_E W_V W_O W_U`` raises most."""
@@ -72,6 +76,7 @@ def check_ov_top_tokens(ov_top_tokens: Callable, seed: int = 0) -> None:
     print("Correct: the OV circuit's top output tokens for every source token.")
 
 
+@exercise(solutions.ablate_head)
 def check_ablate_head(ablate_head: Callable, seed: int = 0) -> None:
     """Check ``ablate_head(z, head) -> z`` (a hook body for ``hook_z``): zero one head's output."""
     gen = torch.Generator().manual_seed(seed)
@@ -94,6 +99,7 @@ def check_ablate_head(ablate_head: Callable, seed: int = 0) -> None:
     print("Correct: that hook zero-ablates one head.")
 
 
+@exercise(solutions.first_token_score)
 def check_first_token_score(first_token_score: Callable, seq: int = 6) -> None:
     """Check ``first_token_score(pattern) -> [n_heads]``: the mean attention from each query
     ``i >= 1`` to key 0, for ``pattern[batch, n_heads, query_pos, key_pos]``."""
@@ -124,6 +130,7 @@ def check_first_token_score(first_token_score: Callable, seq: int = 6) -> None:
     print("Correct: that is the first-token (attention sink) score.")
 
 
+@exercise(solutions.composition_score)
 def check_composition_score(score: Callable, seed: int = 0) -> None:
     """Check ``score(W_A, W_B) -> float``: ``||W_A W_B||_F / (||W_A||_F ||W_B||_F)``."""
     gen = torch.Generator().manual_seed(seed)

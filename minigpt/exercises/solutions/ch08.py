@@ -1,0 +1,39 @@
+"""The solutions of chapter 08's exercises.
+
+Each is written once, here: the chapter's check falls back on it while the reader's
+function is still a stub, and the chapter's folded solution cell shows its source.
+"""
+
+import torch
+
+
+def induction_score(pattern):
+    """pattern[batch, n_heads, 2 seq, 2 seq] -> [n_heads]."""
+    seq = pattern.shape[-1] // 2
+    queries = torch.arange(seq, 2 * seq, device=pattern.device)
+    keys = queries - seq + 1  # the token after the previous occurrence
+    return pattern[:, :, queries, keys].mean(dim=(0, 2))
+
+
+def ov_top_tokens(W_E, W_V, W_O, W_U, k):
+    """-> [d_vocab, k]: the k outputs each source token raises most."""
+    circuit = W_E @ (W_V @ W_O) @ W_U  # W_V @ W_O first: [d_model, d_model]
+    return circuit.topk(k, dim=-1).indices
+
+
+def composition_score(W_A, W_B):
+    """||W_A W_B||_F / (||W_A||_F ||W_B||_F), a float."""
+    norm = torch.linalg.matrix_norm  # Frobenius by default
+    return float(norm(W_A @ W_B) / (norm(W_A) * norm(W_B)))
+
+
+def first_token_score(pattern):
+    """pattern[batch, n_heads, q, k] -> [n_heads]."""
+    return pattern[:, :, 1:, 0].mean(dim=(0, 2))  # queries 1.. to key 0
+
+
+def ablate_head(z, head):
+    """z[batch, pos, n_heads, d_head] -> z with one head's output zeroed."""
+    z = z.clone()  # leave the activation the hook was given untouched
+    z[:, :, head] = 0.0
+    return z
