@@ -459,3 +459,39 @@ def test_the_attention_view_picks_a_head_and_shows_tokens_on_hover(browser, base
     hover = view["hover"] or ""
     assert view["names"][-1] in hover, f"hover shows {hover!r}, not {view['names'][-1]}"
     assert "query" in hover and "key" in hover and "weight" in hover, hover
+
+
+def _stub_count(notebook: Path) -> int:
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum(
+        "".join(c["source"]).count("raise NotImplementedError  # your code here")
+        for c in cells
+        if c["cell_type"] == "code"
+    )
+
+
+# For each check's output on the page: whether it reports its stub unwritten; and every
+# solution's fold, with whether it is open.
+EXERCISES_JS = """
+const outputs = Array.from(document.querySelectorAll('div.cell_output'));
+return {
+  unwritten: outputs.filter(o => o.innerText.includes('is not written yet:')).length,
+  solutions: Array.from(document.querySelectorAll('details.minigpt-solution')).map(d => d.open),
+  report: (outputs.map(o => o.innerText).find(t => t.startsWith('Your exercises')) || ''),
+};
+"""
+
+
+@needs_browser
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "book").glob("0*.ipynb")))
+def test_the_site_was_built_with_every_stub_unwritten(chapter, browser, base_url):
+    """The site runs each chapter as a reader first opens it: every check on the page says its
+    stub is not written yet, lets the solution stand in, and the solution stays folded."""
+    stubs = _stub_count(ROOT / "book" / f"{chapter}.ipynb")
+    browser.get(f"{base_url}/{chapter}.html")
+    found = browser.execute_script(EXERCISES_JS)
+    assert found["unwritten"] == stubs, found
+    assert found["solutions"] == [False] * len(found["solutions"]), "a solution is open"
+    if stubs:
+        assert found["report"].startswith(f"Your exercises in this chapter: 0 of {stubs} "), found
+        assert len(found["solutions"]) >= 1
