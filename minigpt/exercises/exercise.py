@@ -25,6 +25,7 @@ import functools
 import inspect
 import io
 import sys
+import textwrap
 from collections.abc import Callable
 from types import TracebackType
 
@@ -93,10 +94,11 @@ def exercise(solution: Callable, name: str | None = None) -> Callable[[Callable]
             try:
                 check(_watching(fn), *args, **kwargs)
             except _StubRaised:
-                print(
+                said_so = (
                     f"`{title}` is {NOT_WRITTEN}: write it in the cell above and run this check "
                     f"again. Until then {STOOD_IN}, and it passes the same check:"
                 )
+                print(textwrap.fill(said_so, width=79))  # a page's output shows 79 columns
                 with contextlib.redirect_stdout(io.StringIO()) as said:
                     check(solution, *args, **kwargs)
                 # The checker speaks to the reader ("your MLP gives ..."); here it spoke of the
