@@ -216,6 +216,47 @@ def is_dataset_folder(path: Path) -> bool:
     return any(path.rglob("*.parquet"))
 
 
+def corpus_files(name_or_path: str | os.PathLike) -> list[Path] | None:
+    """The local files a corpus is read from (sorted), or ``None`` for ``"shakespeare"`` and a
+    Hugging Face dataset on the hub. A folder in the hub's layout gives all its files."""
+    name = str(name_or_path)
+    path = Path(name)
+    if name == "shakespeare" or not path.exists():
+        return None
+    if is_dataset_folder(path):
+        return sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    return _local_files(path)
+
+
+def count_documents(
+    name_or_path: str | os.PathLike,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    max_documents: int | None = None,
+    **_,
+) -> int | None:
+    """How many documents :func:`iter_documents` will give, when that is known without reading
+    them (text files, Shakespeare, a hub dataset whose card says it); else ``None``."""
+    name = str(name_or_path)
+    count = None
+    if name == "shakespeare":
+        count = len(shakespeare_works())
+    elif corpus_files(name) is not None and not is_dataset_folder(Path(name)):
+        count = len(corpus_files(name))
+    elif is_dataset_folder(Path(name)) or hub_reachable():
+        try:
+            import datasets
+
+            info = datasets.load_dataset_builder(name, config).info
+            count = info.splits[split].num_examples if info.splits else None
+        except Exception:  # a card without counts, no hub, ...: the bar shows no time left
+            count = None
+    if count is not None and max_documents is not None:
+        count = min(count, max_documents)
+    return count or None
+
+
 def _hf_documents(
     name: str,
     *,

@@ -27,7 +27,10 @@ def test_cli(tmp_path, capsys):
     assert main(args + ["--max-steps", "3", "--resume"]) == 0  # already finished: nothing to do
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
     assert main(["--preset", "huge"]) == 2
-    assert "preset='huge' is unknown; choose one of tiny, seed, gpt2" in capsys.readouterr().err
+    assert (
+        "preset='huge' is unknown; choose one of tiny, seed, seed-de, gpt2"
+        in capsys.readouterr().err
+    )
     assert main(["--device", "tpu", "--out", str(tmp_path / "x")]) == 2
     assert "device='tpu'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
