@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minigpt.checkpoint import DATA_KEY, data_record
 from minigpt.config import GPTConfig
 from minigpt.data import TokenData, load_tokens, tokenizer_fingerprint
 from minigpt.model import GPT
@@ -157,13 +158,27 @@ class RunPlan:
     meta: dict  # saved in the checkpoint; a resume must bring the same
     data_options: dict = field(default_factory=dict)  # config, split, text_column of a dataset
 
-    def materialize(self, max_documents: int | None = None) -> tuple[GPT, TokenData]:
-        """The freshly initialised model (seeded with ``train.seed``) and the tokenized corpus."""
+    def materialize(
+        self, max_documents: int | None = None, progress: bool = True
+    ) -> tuple[GPT, TokenData]:
+        """The freshly initialised model (seeded with ``train.seed``) and the tokenized corpus
+        (``progress``: the tokenization's progress bar, on a terminal)."""
         data = load_tokens(
-            self.data, self.tokenizer, max_documents=max_documents, **self.data_options
+            self.data,
+            self.tokenizer,
+            max_documents=max_documents,
+            progress=progress,
+            **self.data_options,
         )
         torch.manual_seed(self.train.seed)
         return GPT(self.model), data
+
+    def run_meta(self, data: TokenData) -> dict:
+        """:attr:`meta` with what the checkpoint records of ``data`` (the digest of its ids
+        and of each corpus file: :func:`minigpt.checkpoint.data_record`), so that a resume on
+        a corpus whose content changed is refused, naming the file."""
+        record = data_record(data.provenance)
+        return {**self.meta, DATA_KEY: record} if record else dict(self.meta)
 
 
 def plan_run(
@@ -178,8 +193,10 @@ def plan_run(
 
     ``train_changes`` are :class:`TrainConfig` fields; ``None`` values are ignored, so a
     command line can pass every flag through. ``data_options`` (``config``, ``split``,
-    ``text_column`` of a Hugging Face dataset; ``None`` values ignored) choose which part of
-    the corpus, and are recorded with it. The training window defaults to the model's context.
+    ``text_column`` of a Hugging Face dataset, ``lossy`` of a text file; ``None`` values
+    ignored) choose which part of the corpus, and are recorded with it; they are added to the
+    preset's own (``seed-de``'s ``config``), which hold for any ``data``: a local copy of
+    the dataset is read as the hub's would be. The training window defaults to the model's context.
     """
     chosen = get_preset(preset)
     tokenizer_name = tokenizer or chosen.tokenizer
@@ -190,8 +207,8 @@ def plan_run(
         cfg = cfg.replace(n_ctx=chosen.model["n_ctx"])
     data_name = data or chosen.data
     given = {k: v for k, v in (data_options or {}).items() if v is not None}
-    # the preset's dataset options go with the preset's dataset, not with another corpus
-    options = {**(chosen.data_options if data is None or data == chosen.data else {}), **given}
+    # the preset's options hold for another copy of its dataset too (a local one, say)
+    options = {**chosen.data_options, **given}
     meta = {
         "preset": chosen.name,
         "data": data_name,

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arg("--data-split", help="the dataset's split to train on (default: train)")
     arg("--text-column", help="the dataset's column of text (default: text)")
+    arg(
+        "--lossy",
+        action="store_true",
+        help="read text files that are not UTF-8 with U+FFFD for their bad bytes (default: "
+        "refuse them, naming the file and the offset of the first bad byte)",
+    )
     arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
@@ -98,13 +104,14 @@ def run(args) -> int:
             "config": args.data_config,
             "split": args.data_split,
             "text_column": args.text_column,
+            "lossy": args.lossy or None,
         },
         train_changes=flag_changes(args, TrainConfig),
     )
     out = args.out or Path("runs") / plan.preset.name
     if args.export is not None and args.export.exists() and not args.export.is_dir():
         raise ValueError(f"--export {args.export} exists and is not a folder")
-    model, data = plan.materialize(max_documents=args.max_documents)
+    model, data = plan.materialize(max_documents=args.max_documents, progress=not args.no_progress)
     n_params = sum(p.numel() for p in model.parameters())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
@@ -121,7 +128,7 @@ def run(args) -> int:
         resume=args.resume,
         device=device,
         progress=not args.no_progress,
-        meta=plan.meta,
+        meta=plan.run_meta(data),
     )
     last = result.history[-1] if result.history else {}
     if rank0:

@@ -9,9 +9,11 @@ TEXT_A = "To be, or not to be, that is the question:\nWhether 'tis nobler in the
 TEXT_B = "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
 
 
-def write_hub_dataset(folder: Path, texts: dict[str, list[str]], shards: int = 2) -> Path:
+def write_hub_dataset(
+    folder: Path, texts: dict[str, list[str]], shards: int = 2, column: str = "body"
+) -> Path:
     """``folder`` as the hub lays out ``wikimedia/wikipedia``: a configuration per key of
-    ``texts`` (its documents in a column named ``body``, in ``shards`` parquet files) under a
+    ``texts`` (its documents in ``column``, in ``shards`` parquet files) under a
     README.md whose front matter lists them. ``datasets.load_dataset(folder, config)`` opens
     it as it opens the hub's; row ``i`` of a configuration is in shard ``i % shards``."""
     import pyarrow as pa
@@ -22,7 +24,7 @@ def write_hub_dataset(folder: Path, texts: dict[str, list[str]], shards: int = 2
         (folder / name).mkdir(parents=True)
         for shard in range(shards):
             part = docs[shard::shards]
-            table = pa.table({"id": list(range(len(part))), "body": part})
+            table = pa.table({"id": list(range(len(part))), column: part})
             pq.write_table(table, folder / name / f"train-{shard:05d}-of-{shards:05d}.parquet")
         lines += [f"- config_name: {name}", "  data_files:", "  - split: train",
                   f"    path: {name}/*.parquet"]  # fmt: skip

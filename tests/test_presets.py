@@ -138,8 +138,8 @@ def test_the_seed_presets_name_their_corpora_in_full():
         "config": "20231101.de",
         "split": "train",
     }
-    # another corpus does not inherit the preset's configuration
-    assert plan_run("seed-de", data="my/corpus").data_options == {}
+    # a copy of the dataset elsewhere is read the same way
+    assert plan_run("seed-de", data="copy/of-wikipedia").data_options == {"config": "20231101.de"}
 
 
 def test_the_gpt2_preset_is_nanogpts_recipe_on_openwebtext():

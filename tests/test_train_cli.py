@@ -176,3 +176,72 @@ def test_a_dataset_named_by_config_and_column_trains_and_resumes_only_on_it(
     other = [("en" if a == "de" else a) for a in args]
     assert main([*other, "--max-steps", "2", "--resume"]) == 1
     assert "data_options" in capsys.readouterr().err  # another part of the dataset: refused
+
+
+def _micro_args(text, out):
+    return ["--data", str(text), "--out", str(out), "--tokenizer", "gpt2", "--batch-size", "2",
+            "--n-ctx", "16", "--eval-interval", "2", "--warmup-steps", "1", "--max-steps", "2",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def test_resume_on_a_corpus_whose_content_changed_is_refused_naming_the_file(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Now is the winter of our discontent.\n" * 40)
+    (folder / "b.txt").write_text("Made glorious summer by this sun of York.\n" * 40)
+    out = tmp_path / "run"
+    args = _micro_args(folder, out)
+    assert main(args) == 0
+    capsys.readouterr()
+    from minigpt.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "checkpoint.pt").meta["data_record"]["files"].keys() == {
+        "a.txt",
+        "b.txt",
+    }
+    (folder / "b.txt").write_text("Made glorious summer by this son of York.\n" * 40)  # one byte
+    assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"trained on other data: {folder / 'b.txt'} changed since" in err
+    assert "a.txt" not in err
+    (folder / "b.txt").write_text("Made glorious summer by this sun of York.\n" * 40)  # as it was
+    assert main([*args, "--resume"]) == 0  # the same content again: resumed
+
+
+def test_a_file_that_is_not_utf8_is_refused_unless_lossy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("Caf\u00e9 au lait, s'il vous pla\u00eet.\n".encode("latin-1") * 40)
+    assert main(_micro_args(text, tmp_path / "run")) == 1
+    err = capsys.readouterr().err
+    assert f"{text} is not UTF-8 text: byte 3 (0xe9)" in err
+    assert main([*_micro_args(text, tmp_path / "run"), "--lossy"]) == 0
+
+
+def test_the_german_wikipedia_preset_on_a_local_copy_in_the_hubs_layout(
+    tmp_path, capsys, monkeypatch
+):
+    """``--preset seed-de`` with only the location changed: configuration 20231101.de of a
+    folder laid out as wikimedia/wikipedia, streamed, tokenized in parallel, trained on."""
+    from small_corpus import articles, write_hub_dataset
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "wikipedia"
+    texts = {"20231101.de": articles(60), "20231101.en": articles(10, "en")}
+    write_hub_dataset(folder, texts, shards=2, column="text")
+    out = tmp_path / "run"
+    args = ["--preset", "seed-de", "--data", str(folder), "--out", str(out), "--batch-size", "2",
+            "--n-ctx", "16", "--max-steps", "2", "--warmup-steps", "1", "--eval-interval", "1",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "seed-de" in printed and "finished at step 2" in printed
+    from minigpt.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(out / "checkpoint.pt").meta
+    assert meta["data_options"] == {"config": "20231101.de"}
+    assert "20231101.de/train-00000-of-00002.parquet" in meta["data_record"]["files"]
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
