@@ -154,20 +154,22 @@ class Checkpoint:
         """Raise :class:`CheckpointError` naming every entry of ``meta`` (the corpus, the
         tokenizer, ...) that it records with another value; for changed token data, the
         corpus files whose content changed (:func:`data_record`)."""
+        changed = [
+            f"{k}: {self.meta[k]!r} vs {v!r}"
+            for k, v in meta.items()
+            if k != DATA_KEY and self.meta.get(k, v) != v
+        ]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on other data ({'; '.join(changed)}); "
+                "resume with the same corpus and tokenizer"
+            )
         if DATA_KEY in meta and self.meta.get(DATA_KEY, meta[DATA_KEY]) != meta[DATA_KEY]:
             where = self.meta.get("data", meta.get("data"))
             raise CheckpointError(
                 f"checkpoint {self.path} was trained on other data: "
                 f"{_data_change(self.meta[DATA_KEY], meta[DATA_KEY], where)}. Resume on the "
                 "data it was trained on, or start a new run in another folder"
-            )
-        changed = [
-            f"{k}: {self.meta[k]!r} vs {v!r}" for k, v in meta.items() if self.meta.get(k, v) != v
-        ]
-        if changed:
-            raise CheckpointError(
-                f"checkpoint {self.path} was trained on other data ({'; '.join(changed)}); "
-                "resume with the same corpus and tokenizer"
             )
 
     def load_into(self, model: torch.nn.Module) -> torch.nn.Module:
