@@ -13,8 +13,9 @@ processes into shards), in child processes:
    again: it must encode only the documents after its last finished shard, and end with ids
    identical (SHA-256) to the uninterrupted run's.
 
-Run ``python benchmarks/bench_tokenize.py`` (``--mb 25`` as well, to see that the peak
-memory does not grow with the corpus).
+Run ``python benchmarks/bench_tokenize.py``; ``--mb 25`` as well, or ``--files 32``, to see
+that the peak memory follows the size of a parquet file (``datasets`` reads one row group at a
+time), not the size of the corpus.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=100, help="megabytes of text (default 100)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--shard-tokens", type=int, default=1 << 21, help="ids a shard holds")
+    parser.add_argument("--files", type=int, default=8, help="parquet files (default 8)")
     parser.add_argument("--kill-at", type=float, default=0.6, help="share of documents done")
     args = parser.parse_args()
     if not 0 < args.kill_at < 1:
@@ -147,8 +149,11 @@ def main() -> None:
         tmp = Path(tmp)
         docs = make_articles(args.mb)
         mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
-        folder = write_hub_dataset(tmp / "wikipedia", {CONFIG: docs}, shards=8, column="text")
-        print(f"stand-in: {len(docs):,} documents, {mb:.1f} MB of text, {args.workers} workers")
+        folder = write_hub_dataset(
+            tmp / "wikipedia", {CONFIG: docs}, shards=args.files, column="text"
+        )
+        print(f"stand-in: {len(docs):,} documents, {mb:.1f} MB of text in {args.files} parquet "
+              f"files, {args.workers} workers")  # fmt: skip
         whole, wall, peak = run_child(folder, tmp / "whole", args.shard_tokens, args.workers)
         print(f"uninterrupted: {whole['n_tokens']:,} tokens in {wall:.1f} s = {mb / wall:.2f} MB/s "
               f"(start-up included), peak memory {peak / 2**20:.0f} MiB (process + workers)")  # fmt: skip

@@ -31,7 +31,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from minigpt.assets import cache_dir, sha256_of
-from minigpt.corpus import CorpusError, corpus_files, count_documents, iter_documents
+from minigpt.corpus import CorpusError, corpus_files, iter_documents
 from minigpt.files import FileLock, atomic_write_text
 from minigpt.shards import join_shards, remove_shards, source_digest, write_shards
 from minigpt.tokenizer import shakespeare_tokenizer
@@ -134,16 +134,29 @@ def tokenize_documents(
     path = folder / f"{key}.bin"
     meta_path = path.with_suffix(".json")
     provenance = {"source_sha256": source, "files": files}
-    if cache and path.is_file() and meta_path.is_file():
-        cached = _read_token_cache(path, meta_path, tokenizer.vocab_size)
-        if cached is not None:
-            ids, starts, meta = cached
-            return CorpusTokens(ids, starts, {"sha256": meta["sha256"], **provenance})
+
+    def cached() -> CorpusTokens | None:
+        if not (cache and path.is_file() and meta_path.is_file()):
+            return None
+        found = _read_token_cache(path, meta_path, tokenizer.vocab_size)
+        if found is None:
+            return None
+        ids, starts, meta = found
+        return CorpusTokens(ids, starts, {"sha256": meta["sha256"], **provenance})
+
+    if (tokens := cached()) is not None:
+        return tokens
+    # One process writes a corpus's shards at a time; the others (the ranks of a run on one
+    # machine, say) wait, then read what it wrote.
+    lock = (cache_dir() / "locks" if cache else folder) / f"tokens-{key}.lock"
     try:
-        return _tokenize_into(
-            folder, key, name, tokenizer, dtype, provenance, max_documents, workers, progress,
-            corpus_kwargs,
-        )  # fmt: skip
+        with FileLock(lock):
+            if (tokens := cached()) is not None:
+                return tokens
+            return _tokenize_into(
+                folder, key, name, tokenizer, dtype, provenance, max_documents, workers,
+                progress, corpus_kwargs,
+            )  # fmt: skip
     finally:
         if not cache:
             shutil.rmtree(folder, ignore_errors=True)
@@ -152,10 +165,12 @@ def tokenize_documents(
 def _tokenize_into(
     folder, key, name, tokenizer, dtype, provenance, max_documents, workers, progress, kwargs
 ) -> CorpusTokens:
+    """Encode the corpus into shards (after those a killed run left), join them into the
+    cache ``folder/key.bin`` and its ``.docs`` and ``.json``; under the corpus's lock."""
     path = folder / f"{key}.bin"
     parts = folder / f"{key}.parts"
-    documents = iter_documents(name, max_documents=max_documents, **kwargs)
-    total = count_documents(name, max_documents=max_documents, **kwargs)
+    total: list[int] = []  # the count of documents, once the source knows it
+    documents = iter_documents(name, max_documents=max_documents, on_total=total.append, **kwargs)
     if workers is None:
         files = corpus_files(name)
         small = files is not None and sum(f.stat().st_size for f in files) <= PARALLEL_BYTES
@@ -168,34 +183,32 @@ def _tokenize_into(
             seen_text = seen_text or bool(doc.strip())
             yield doc
 
-    lock = cache_dir() / "locks" / f"tokens-{key}.lock"
-    with FileLock(lock):  # one process writes a corpus's shards at a time
-        done = write_shards(
-            parts,
-            tokenizer,
-            watched(documents),
-            dtype=dtype,
-            workers=max(1, workers),
-            total_documents=total,
-            progress=progress,
-        )
-        if done.n_tokens == 0 or not seen_text:  # (skipped documents of a resume were seen too)
-            remove_shards(parts)
-            raise CorpusError(f"corpus {name!r} is empty")
-        sha = join_shards(parts, done, path, path.with_suffix(".docs"))
-        meta = {
-            "version": FORMAT_VERSION,
-            "corpus": name,
-            "n_tokens": done.n_tokens,
-            "n_documents": done.n_documents,
-            "dtype": np.dtype(dtype).name,
-            "sha256": sha,
-            "vocab_size": tokenizer.vocab_size,
-            **provenance,
-        }
-        # Written last: its presence means the .bin is complete.
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+    done = write_shards(
+        parts,
+        tokenizer,
+        watched(documents),
+        dtype=dtype,
+        workers=max(1, workers),
+        total_documents=lambda: total[-1] if total else None,
+        progress=progress,
+    )
+    if done.n_tokens == 0 or not seen_text:  # (skipped documents of a resume were seen too)
         remove_shards(parts)
+        raise CorpusError(f"corpus {name!r} is empty")
+    sha = join_shards(parts, done, path, path.with_suffix(".docs"))
+    meta = {
+        "version": FORMAT_VERSION,
+        "corpus": name,
+        "n_tokens": done.n_tokens,
+        "n_documents": done.n_documents,
+        "dtype": np.dtype(dtype).name,
+        "sha256": sha,
+        "vocab_size": tokenizer.vocab_size,
+        **provenance,
+    }
+    # Written last: its presence means the .bin is complete.
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+    remove_shards(parts)
     ids = np.memmap(path, dtype=dtype, mode="r", shape=(done.n_tokens,))
     starts = np.fromfile(path.with_suffix(".docs"), dtype=np.uint64)
     return CorpusTokens(ids, starts, {"sha256": sha, **provenance})

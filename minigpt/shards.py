@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,13 +223,13 @@ def write_shards(
     *,
     dtype,
     workers: int,
-    total_documents: int | None = None,
+    total_documents: int | Callable[[], int | None] | None = None,
     progress: bool | io.TextIOBase = True,
 ) -> ShardsDone:
     """Encode ``documents`` into the shards of ``folder``, after the shards already done there.
 
-    A bar shows documents per second, the tokens so far and (with ``total_documents``) the
-    time left: on a terminal with ``progress=True``, always when ``progress`` is a file to
+    A bar shows documents per second, the tokens so far and (with ``total_documents``, or
+    once a function given there returns the count) the time left: on a terminal with ``progress=True``, always when ``progress`` is a file to
     write it to. Raises :class:`~minigpt.corpus.CorpusError` for an id outside the vocabulary.
     """
     from tqdm import tqdm
@@ -240,8 +240,9 @@ def write_shards(
     separator = np.asarray(separator_ids(tokenizer), dtype=np.int64)
     n_tokens, n_documents, index = done.n_tokens, done.n_documents, done.n_shards
     rest = itertools.islice(documents, done.n_documents, None)  # skipped, not encoded
+    count = total_documents if callable(total_documents) else lambda: total_documents
     bar = tqdm(
-        total=total_documents,
+        total=None,
         initial=n_documents,
         unit="doc",
         desc="tokenizing",
@@ -263,6 +264,8 @@ def write_shards(
             writer.write(ids)
             starting = ends
             if ends:
+                if bar.total is None and count() is not None:
+                    bar.total = count()
                 bar.update(1)
                 bar.set_postfix(tokens=f"{n_tokens + writer.n_tokens:,}", refresh=False)
             if ends and writer.n_tokens >= SHARD_TOKENS:

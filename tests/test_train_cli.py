@@ -1,5 +1,6 @@
 """The command line ``minigpt-train`` (minigpt.train_cli): a run, its resumption, bad flags."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -245,3 +246,51 @@ def test_the_german_wikipedia_preset_on_a_local_copy_in_the_hubs_layout(
     assert meta["data_options"] == {"config": "20231101.de"}
     assert "20231101.de/train-00000-of-00002.parquet" in meta["data_record"]["files"]
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_reach_the_losses_of_one_node_with_two_processes(tmp_path):
+    """``torchrun --nnodes 2`` (a rendezvous on 127.0.0.1, one process a node, gloo on CPU)
+    against ``--nproc-per-node 2`` on one node: the same global batch, split the same way
+    between the two ranks, so the same losses up to the order of float sums (1e-5)."""
+    import os
+    import subprocess
+    import sys
+
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent\nMade glorious summer by this sun.\n" * 60)
+    env = {**os.environ, "MINIGPT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    train = ["-m", "minigpt.train", *_micro_args(text, "OUT"), "--max-steps", "3",
+             "--batch-size", "4"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node"]
+
+    def args_for(out):
+        return [str(out) if a == "OUT" else a for a in train]
+
+    one_node, two_nodes, port = tmp_path / "one-node", tmp_path / "two-nodes", str(_free_port())
+    launches = [[*torchrun, "2", "--standalone", *args_for(one_node)]] + [
+        [*torchrun, "1", "--nnodes", "2", "--node-rank", str(rank), "--master-addr",
+         "127.0.0.1", "--master-port", port, *args_for(two_nodes)]
+        for rank in (0, 1)
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for cmd in launches
+    ]  # fmt: skip  (all at once: they wait on imports, not cores)
+    outputs = [run.communicate(timeout=300)[0].decode()[-2000:] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    losses = {
+        out.name: [r["loss"] for r in read_metrics(out) if r["step"] > 0]
+        for out in (one_node, two_nodes)
+    }
+    assert len(losses["one-node"]) == 3
+    np.testing.assert_allclose(losses["two-nodes"], losses["one-node"], rtol=1e-5)
