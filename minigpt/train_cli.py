@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     arg("--max-documents", type=int, help="read only this many documents of the corpus")
     arg("--no-progress", action="store_true", help="no progress bar")
+    arg(
+        "--tokenize-only",
+        action="store_true",
+        help="tokenize the corpus into the cache and stop (before a run on many processes, "
+        "whose ranks would otherwise wait for it)",
+    )
     arg("--debug", action="store_true", help="on an error, print the whole traceback")
     arg(
         "--export",
@@ -95,7 +101,7 @@ def _init_distributed(device_arg: str):
 
 
 def run(args) -> int:
-    device = _init_distributed(args.device)
+    device = None if args.tokenize_only else _init_distributed(args.device)
     plan = plan_run(
         args.preset,
         tokenizer=args.tokenizer,
@@ -112,6 +118,9 @@ def run(args) -> int:
     if args.export is not None and args.export.exists() and not args.export.is_dir():
         raise ValueError(f"--export {args.export} exists and is not a folder")
     model, data = plan.materialize(max_documents=args.max_documents, progress=not args.no_progress)
+    if args.tokenize_only:
+        print(f"minigpt-train: {data.tokens.size:,} tokens of {plan.data!r} are in the cache")
+        return 0
     n_params = sum(p.numel() for p in model.parameters())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:

@@ -294,3 +294,15 @@ def test_two_nodes_on_loopback_reach_the_losses_of_one_node_with_two_processes(t
     }
     assert len(losses["one-node"]) == 3
     np.testing.assert_allclose(losses["two-nodes"], losses["one-node"], rtol=1e-5)
+
+
+def test_tokenize_only_fills_the_cache_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent.\n" * 40)
+    out = tmp_path / "run"
+    assert main([*_micro_args(text, out), "--tokenize-only"]) == 0
+    assert "tokens of" in capsys.readouterr().out
+    assert not out.exists()
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    assert cached.stat().st_size > 0
