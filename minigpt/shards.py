@@ -35,8 +35,9 @@ from minigpt.files import atomic_write, atomic_write_text, fsync_folder
 
 __all__ = ["ShardsDone", "encode_pieces", "source_digest", "write_shards"]
 
-CHUNK_BYTES = 1_000_000  # text handed to one worker at a time
-PENDING_PER_WORKER = 4  # pieces in flight per worker: what bounds the text held in memory
+CHUNK_BYTES = 1_000_000  # the longest piece a long document is cut into
+BATCH_BYTES = 256_000  # short pieces (documents) are handed to a worker this many at a time
+PENDING_PER_WORKER = 4  # batches in flight per worker: what bounds the text held in memory
 SHARD_TOKENS = 1 << 24  # ids a shard holds before it ends (at the next end of a document)
 COPY_BYTES = 1 << 24  # bytes copied at a time when the shards are joined
 
@@ -75,8 +76,23 @@ def _encode(tokenizer, text: str) -> np.ndarray:
     return np.asarray(tokenizer.encode_ordinary(text), dtype=np.uint32)  # compact to pickle
 
 
-def _encode_in_worker(text: str) -> np.ndarray:
-    return _encode(_WORKER_TOKENIZER, text)
+def _encode_in_worker(texts: list[str]) -> list[np.ndarray]:
+    return [_encode(_WORKER_TOKENIZER, text) for text in texts]
+
+
+def _batches(items: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+    """Pieces in batches of about ``BATCH_BYTES`` (a piece longer than that is a batch alone):
+    one task for a worker, so that short documents do not cost a round trip each."""
+    batch: list[tuple[str, bool]] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += len(item[0])
+        if size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def pieces(tokenizer, documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
@@ -105,8 +121,9 @@ def encode_pieces(
     """``(ids, ends_document)`` for every piece of every document, in order.
 
     Documents are read lazily (a streamed dataset is never held whole in memory); with
-    ``workers > 1`` the pieces are encoded by that many processes, at most
-    ``PENDING_PER_WORKER`` pieces each in flight, so memory does not grow with the corpus.
+    ``workers > 1`` the pieces are encoded by that many processes, in batches of about
+    ``BATCH_BYTES``, at most ``PENDING_PER_WORKER`` batches each in flight, so memory does not
+    grow with the corpus.
     """
     if workers <= 1:
         for text, ends in pieces(tokenizer, documents):
@@ -115,14 +132,14 @@ def encode_pieces(
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer,))
     pending: deque = deque()
     try:
-        for text, ends in pieces(tokenizer, documents):
-            pending.append((pool.submit(_encode_in_worker, text), ends))
+        for batch in _batches(pieces(tokenizer, documents)):
+            pending.append((pool.submit(_encode_in_worker, [text for text, _ in batch]), batch))
             if len(pending) >= workers * PENDING_PER_WORKER:
-                future, was_end = pending.popleft()
-                yield future.result(), was_end
+                future, done = pending.popleft()
+                yield from zip(future.result(), (ends for _, ends in done))
         while pending:
-            future, was_end = pending.popleft()
-            yield future.result(), was_end
+            future, done = pending.popleft()
+            yield from zip(future.result(), (ends for _, ends in done))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -51,7 +51,8 @@ def test_parallel_tokenization_gives_the_same_ids(
     minigpt_cache, corpus_dir, corpus_tokenizer, monkeypatch
 ):
     monkeypatch.setattr(shards_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
-    monkeypatch.setattr(shards_mod, "PENDING_PER_WORKER", 1)  # and encode them a few at a time
+    monkeypatch.setattr(shards_mod, "BATCH_BYTES", 60)  # a few to a worker's task
+    monkeypatch.setattr(shards_mod, "PENDING_PER_WORKER", 1)  # and few tasks at a time
     serial = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=1, cache=False)
     parallel = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=2, cache=False)
     assert serial.tolist() == parallel.tolist()
