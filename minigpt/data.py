@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -285,16 +286,17 @@ class TokenData:
         if self.tokens.ndim != 1 or self.tokens.size == 0:
             raise CorpusError(f"tokens must be a non-empty flat array, got {self.tokens.shape}")
 
-    @property
+    @cached_property
     def n_val(self) -> int:
         size = self.tokens.size
         by_ids = max(1, int(round(size * self.val_fraction)))
         starts = self.doc_starts
         if starts is None or len(starts) < 2:
             return by_ids
-        inner = np.asarray(starts[1:], dtype=np.int64)  # a split before the first is no split
-        nearest = inner[np.argmin(np.abs(inner - (size - by_ids)))]
-        return int(size - nearest)
+        target = size - by_ids  # the split by ids; moved to the nearest start of a document
+        i = int(np.searchsorted(starts, target))
+        near = [int(starts[j]) for j in (i - 1, i) if 1 <= j < len(starts)]  # not the first
+        return size - min(near, key=lambda start: abs(start - target))
 
     @property
     def train(self) -> np.ndarray:

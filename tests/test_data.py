@@ -160,3 +160,14 @@ def test_a_token_cache_with_ids_beyond_the_vocabulary_names_the_file(tmp_path, m
     with pytest.warns(RuntimeWarning, match=rf"token cache {cached} is broken .*id 60000, beyond"):
         again = np.array(tokenize_corpus(str(text), tok))
     assert np.array_equal(first, again)
+
+
+def test_validation_is_the_last_whole_documents_nearest_the_fraction():
+    ids = np.arange(1000, dtype=np.uint16)
+    starts = np.array([0, 300, 880, 960], dtype=np.uint64)  # four documents
+    data = TokenData(ids, vocab_size=1000, val_fraction=0.1, doc_starts=starts)
+    assert data.val.size == 120 and data.train.size == 880  # 880 is nearest to 900
+    assert TokenData(ids, 1000, 0.03, starts).val.size == 40  # 960, nearest to 970
+    assert TokenData(ids, 1000, 0.9, starts).val.size == 700  # never before the first start
+    one = TokenData(ids, 1000, 0.1, np.array([0], dtype=np.uint64))
+    assert one.val.size == 100  # a single document: the tail of its ids
