@@ -36,6 +36,7 @@ VERSION = 2  # 2: carries a checksum of its content
 CHECKSUM = "sha256"
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
+DATA_KEY = "data_record"  # the entry of a checkpoint's meta that says what data it trained on
 
 
 class CheckpointError(RuntimeError):
@@ -151,14 +152,24 @@ class Checkpoint:
 
     def check_meta(self, meta: dict) -> None:
         """Raise :class:`CheckpointError` naming every entry of ``meta`` (the corpus, the
-        tokenizer, ...) that it records with another value."""
+        tokenizer, ...) that it records with another value; for changed token data, the
+        corpus files whose content changed (:func:`data_record`)."""
         changed = [
-            f"{k}: {self.meta[k]!r} vs {v!r}" for k, v in meta.items() if self.meta.get(k, v) != v
+            f"{k}: {self.meta[k]!r} vs {v!r}"
+            for k, v in meta.items()
+            if k != DATA_KEY and self.meta.get(k, v) != v
         ]
         if changed:
             raise CheckpointError(
                 f"checkpoint {self.path} was trained on other data ({'; '.join(changed)}); "
                 "resume with the same corpus and tokenizer"
+            )
+        if DATA_KEY in meta and self.meta.get(DATA_KEY, meta[DATA_KEY]) != meta[DATA_KEY]:
+            where = self.meta.get("data", meta.get("data"))
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on other data: "
+                f"{_data_change(self.meta[DATA_KEY], meta[DATA_KEY], where)}. Resume on the "
+                "data it was trained on, or start a new run in another folder"
             )
 
     def load_into(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -198,6 +209,33 @@ class Checkpoint:
                 f"checkpoint {self.path} holds a model but not the state of its training run "
                 f"(no {', '.join(absent)}), so it cannot be resumed"
             )
+
+
+def data_record(provenance: dict) -> dict:
+    """What a checkpoint records of the data it trains on, from a
+    :class:`~minigpt.data.TokenData`'s ``provenance``: the SHA-256 of the token ids and of each
+    file of a local corpus (``{}`` when nothing is known, e.g. ids made in memory)."""
+    if not provenance.get("sha256"):
+        return {}
+    return {"tokens_sha256": provenance["sha256"], "files": dict(provenance.get("files") or {})}
+
+
+def _data_change(then: dict, now: dict, corpus) -> str:
+    """Which files of ``corpus`` changed between two :func:`data_record` s, in words."""
+    before, after = then.get("files") or {}, now.get("files") or {}
+    root = Path(str(corpus)) if corpus is not None else Path()
+    here = (lambda name: root / name) if root.is_dir() else (lambda name: root)
+    changes = [
+        f"{here(name)} changed since (sha256 {before[name][:12]} then, {after[name][:12]} now)"
+        for name in sorted(before.keys() & after.keys())
+        if before[name] != after[name]
+    ]
+    changes += [f"{here(name)} is gone" for name in sorted(before.keys() - after.keys())]
+    changes += [f"{here(name)} is new" for name in sorted(after.keys() - before.keys())]
+    if not changes:  # a hub dataset, or the same files read another way
+        old, new = then.get("tokens_sha256", "?")[:12], now.get("tokens_sha256", "?")[:12]
+        changes = [f"the token ids of {corpus!r} differ (sha256 {old} then, {new} now)"]
+    return "; ".join(changes)
 
 
 def _shape(value) -> tuple | str:

@@ -18,7 +18,7 @@ import sys
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from minigpt.assets import cache_dir, hub_reachable
@@ -216,6 +216,18 @@ def is_dataset_folder(path: Path) -> bool:
     return any(path.rglob("*.parquet"))
 
 
+def corpus_files(name_or_path: str | os.PathLike) -> list[Path] | None:
+    """The local files a corpus is read from (sorted), or ``None`` for ``"shakespeare"`` and a
+    Hugging Face dataset on the hub. A folder in the hub's layout gives all its files."""
+    name = str(name_or_path)
+    path = Path(name)
+    if name == "shakespeare" or not path.exists():
+        return None
+    if is_dataset_folder(path):
+        return sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    return _local_files(path)
+
+
 def _hf_documents(
     name: str,
     *,
@@ -224,6 +236,7 @@ def _hf_documents(
     text_column: str,
     streaming: bool,
     max_documents: int | None,
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """Documents of a Hugging Face dataset (on the hub, or a local folder in its layout), or a
     quick :class:`CorpusError` when the hub is needed and offline."""
@@ -248,6 +261,10 @@ def _hf_documents(
         raise CorpusError(
             f"dataset {name!r} has no column text_column={text_column!r}; it has {columns}"
         )
+    splits = getattr(getattr(dataset, "info", None), "splits", None) or {}
+    count = getattr(splits.get(split), "num_examples", None)
+    if on_total is not None and count:  # the dataset's card says how many rows it has
+        on_total(count if max_documents is None else min(count, max_documents))
     for i, row in enumerate(dataset):
         if max_documents is not None and i >= max_documents:
             break
@@ -263,6 +280,7 @@ def iter_documents(
     streaming: bool = True,
     max_documents: int | None = None,
     lossy: bool = False,
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """The documents of a corpus, one string each, without reading all of it at once.
 
@@ -279,16 +297,22 @@ def iter_documents(
         max_documents: stop after this many documents (``None``: all).
         lossy: a local file that is not UTF-8 is read with U+FFFD for its bad bytes, instead
             of being refused (:func:`read_text_file`).
+        on_total: called with the number of documents it will give, once that is known
+            without reading them (a progress bar's total), if it ever is.
     """
     if max_documents is not None and max_documents < 1:
         raise ValueError(f"max_documents={max_documents!r} must be None or at least 1")
     name = str(name_or_path)
+    known = None
     if name == "shakespeare":
         docs: Iterable[str] = shakespeare_works().values()
+        known = len(shakespeare_works())
     elif (Path(name).exists() or not looks_like_hf_dataset(name)) and not is_dataset_folder(
         Path(name)
     ):
-        docs = (read_text_file(f, lossy) for f in _local_files(Path(name)))
+        files = _local_files(Path(name))
+        docs = (read_text_file(f, lossy) for f in files)
+        known = len(files)
     else:
         docs = _hf_documents(
             name,
@@ -297,7 +321,10 @@ def iter_documents(
             text_column=text_column,
             streaming=streaming,
             max_documents=max_documents,
+            on_total=on_total,
         )
+    if known is not None and on_total is not None:
+        on_total(known if max_documents is None else min(known, max_documents))
     for i, doc in enumerate(docs):
         if max_documents is not None and i >= max_documents:
             return

@@ -51,12 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arg("--data-split", help="the dataset's split to train on (default: train)")
     arg("--text-column", help="the dataset's column of text (default: text)")
+    arg(
+        "--lossy",
+        action="store_true",
+        help="read text files that are not UTF-8 with U+FFFD for their bad bytes (default: "
+        "refuse them, naming the file and the offset of the first bad byte)",
+    )
     arg("--tokenizer", help="'gpt2' or 'shakespeare-<vocab size>' (default: the preset's)")
     arg("--out", type=Path, help="output folder (default: runs/<preset>)")
     arg("--resume", action="store_true", help="continue the run saved in --out")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     arg("--max-documents", type=int, help="read only this many documents of the corpus")
     arg("--no-progress", action="store_true", help="no progress bar")
+    arg(
+        "--tokenize-only",
+        action="store_true",
+        help="tokenize the corpus into the cache and stop (before a run on many processes, "
+        "whose ranks would otherwise wait for it)",
+    )
     arg("--debug", action="store_true", help="on an error, print the whole traceback")
     arg(
         "--export",
@@ -89,7 +101,7 @@ def _init_distributed(device_arg: str):
 
 
 def run(args) -> int:
-    device = _init_distributed(args.device)
+    device = None if args.tokenize_only else _init_distributed(args.device)
     plan = plan_run(
         args.preset,
         tokenizer=args.tokenizer,
@@ -98,13 +110,17 @@ def run(args) -> int:
             "config": args.data_config,
             "split": args.data_split,
             "text_column": args.text_column,
+            "lossy": args.lossy or None,
         },
         train_changes=flag_changes(args, TrainConfig),
     )
     out = args.out or Path("runs") / plan.preset.name
     if args.export is not None and args.export.exists() and not args.export.is_dir():
         raise ValueError(f"--export {args.export} exists and is not a folder")
-    model, data = plan.materialize(max_documents=args.max_documents)
+    model, data = plan.materialize(max_documents=args.max_documents, progress=not args.no_progress)
+    if args.tokenize_only:
+        print(f"minigpt-train: {data.tokens.size:,} tokens of {plan.data!r} are in the cache")
+        return 0
     n_params = sum(p.numel() for p in model.parameters())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
@@ -121,7 +137,7 @@ def run(args) -> int:
         resume=args.resume,
         device=device,
         progress=not args.no_progress,
-        meta=plan.meta,
+        meta=plan.run_meta(data),
     )
     last = result.history[-1] if result.history else {}
     if rank0:

@@ -92,23 +92,11 @@ def hub_layout_dataset(tmp_path):
     """A local dataset in the Hugging Face hub's layout, as ``wikimedia/wikipedia`` is: two
     configurations (``de``, ``en``) of parquet shards under a README.md whose front matter
     lists them, the text in a column named ``body``. ``datasets.load_dataset(folder, "de")``
-    opens it as it opens the hub's."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    opens it as it opens the hub's (small_corpus.write_hub_dataset)."""
+    from small_corpus import write_hub_dataset
 
-    folder = tmp_path / "wiki-stand-in"
     texts = {
         "de": [f"Dies ist Artikel {i} über die Stadt Nummer {i}. " * 20 for i in range(30)],
         "en": [f"This is article {i} about town number {i}. " * 20 for i in range(30)],
     }
-    lines = ["---", "configs:"]
-    for name, docs in texts.items():
-        (folder / name).mkdir(parents=True)
-        for shard in range(2):
-            part = docs[shard::2]
-            table = pa.table({"id": list(range(len(part))), "body": part})
-            pq.write_table(table, folder / name / f"train-{shard:05d}-of-00002.parquet")
-        lines += [f"- config_name: {name}", "  data_files:", "  - split: train",
-                  f"    path: {name}/*.parquet"]  # fmt: skip
-    (folder / "README.md").write_text("\n".join([*lines, "---", "A stand-in.", ""]))
-    return folder, texts
+    return write_hub_dataset(tmp_path / "wiki-stand-in", texts), texts

@@ -269,3 +269,22 @@ def test_tensors_that_do_not_fit_the_config_are_refused_naming_the_file(
     with pytest.raises(CheckpointError) as info:
         model_from_checkpoint(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_changed_token_data_is_refused_naming_the_changed_file(tmp_path):
+    from minigpt.checkpoint import DATA_KEY, Checkpoint, data_record
+
+    then = data_record({"sha256": "a" * 64, "files": {"x.txt": "1" * 64, "y.txt": "2" * 64}})
+    now = data_record({"sha256": "b" * 64, "files": {"x.txt": "1" * 64, "y.txt": "3" * 64}})
+    assert data_record({}) == {}  # ids made in memory: nothing to record
+    ckpt = Checkpoint(CFG, {}, meta={"data": str(tmp_path), DATA_KEY: then})
+    ckpt.check_meta({"data": str(tmp_path), DATA_KEY: then})  # the same data: fine
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'y.txt'} changed since") as err:
+        ckpt.check_meta({"data": str(tmp_path), DATA_KEY: now})
+    assert "x.txt" not in str(err.value)
+    hub = Checkpoint(CFG, {}, meta={"data": "o/d", DATA_KEY: data_record({"sha256": "a" * 64})})
+    with pytest.raises(
+        CheckpointError, match=r"token ids of 'o/d' differ \(sha256 a{12} then, b{12} now"
+    ):
+        hub.check_meta({"data": "o/d", DATA_KEY: data_record({"sha256": "b" * 64})})
+    Checkpoint(CFG, {}, meta={"data": "o/d"}).check_meta({"data": "o/d", DATA_KEY: now})

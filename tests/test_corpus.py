@@ -153,3 +153,12 @@ def test_each_config_of_a_dataset_is_its_own_token_cache(hub_layout_dataset, min
     assert len(list((minigpt_cache / "tokens").glob("*.bin"))) == 2
     assert tok.decode(de[:40].tolist()).startswith("Dies ist Artikel")
     assert tok.decode(en[:40].tolist()).startswith("This is article")
+
+
+def test_on_total_says_how_many_documents_will_come(corpus_dir):
+    totals = []
+    docs = list(iter_documents(corpus_dir, on_total=totals.append))
+    assert totals == [len(docs)] == [2]
+    totals.clear()
+    list(iter_documents(corpus_dir, max_documents=1, on_total=totals.append))
+    assert totals == [1]

@@ -1,5 +1,7 @@
 """Token ids of a corpus (minigpt.data): the token cache and the training/validation windows."""
 
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import torch
 from small_corpus import TEXT_A, TEXT_B
 
-from minigpt import data as data_mod
+from minigpt import shards as shards_mod
 from minigpt.corpus import CorpusError
 from minigpt.data import TokenData, load_tokens, tokenize_corpus
 from minigpt.tokenizer import BPETokenizer
@@ -33,10 +35,13 @@ def test_token_cache_is_reused_and_keyed_by_content(
     def no_encoding(*args, **kwargs):
         raise AssertionError("the cached ids should have been used")
 
-    monkeypatch.setattr(data_mod, "_encode_all", no_encoding)
+    monkeypatch.setattr(shards_mod, "encode_pieces", no_encoding)
     again = tokenize_corpus(corpus_dir, corpus_tokenizer)
     assert isinstance(again, np.memmap)
     assert np.array_equal(first, again)
+    os.utime(corpus_dir / "a.txt", ns=(1, 1))  # another time, the same content: the same cache
+    copy = shutil.copytree(corpus_dir, corpus_dir.with_name("copy"))  # and in another place
+    assert np.array_equal(tokenize_corpus(copy, corpus_tokenizer), first)
     (corpus_dir / "a.txt").write_text(TEXT_A + "more\n")  # changed corpus: encoded afresh
     with pytest.raises(AssertionError, match="cached ids"):
         tokenize_corpus(corpus_dir, corpus_tokenizer)
@@ -45,8 +50,9 @@ def test_token_cache_is_reused_and_keyed_by_content(
 def test_parallel_tokenization_gives_the_same_ids(
     minigpt_cache, corpus_dir, corpus_tokenizer, monkeypatch
 ):
-    monkeypatch.setattr(data_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
-    monkeypatch.setattr(data_mod, "GROUP_BYTES", 100)  # and encode them a few at a time
+    monkeypatch.setattr(shards_mod, "CHUNK_BYTES", 40)  # cut documents into many pieces
+    monkeypatch.setattr(shards_mod, "BATCH_BYTES", 60)  # a few to a worker's task
+    monkeypatch.setattr(shards_mod, "PENDING_PER_WORKER", 1)  # and few tasks at a time
     serial = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=1, cache=False)
     parallel = tokenize_corpus(corpus_dir, corpus_tokenizer, workers=2, cache=False)
     assert serial.tolist() == parallel.tolist()
@@ -61,13 +67,13 @@ def test_parallel_tokenization_gives_the_same_ids(
 def test_long_documents_are_cut_by_the_tokenizers_stream(tmp_path, corpus_tokenizer, monkeypatch):
     # Cutting at line breaks would split "x\n  y" into "x\n" + "  y": "\n", " ", " y" in
     # place of the whole's "\n ", " y". The stream's cuts change no id, wherever they fall.
-    monkeypatch.setattr(data_mod, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(shards_mod, "CHUNK_BYTES", 7)
     text = ("x\n  y  \n\n\tz" + TEXT_A + "wordswithoutspaces" * 3 + "\n   ") * 4
     path = tmp_path / "one.txt"
     path.write_text(text)
     ids = tokenize_corpus(path, corpus_tokenizer, workers=1, cache=False)
     assert ids.tolist() == corpus_tokenizer.encode(text)
-    pieces = list(data_mod._pieces(corpus_tokenizer, [text]))
+    pieces = list(shards_mod.pieces(corpus_tokenizer, [text]))
     assert len(pieces) > 10 and "".join(p for p, _ in pieces) == text
     assert [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
 
@@ -154,3 +160,14 @@ def test_a_token_cache_with_ids_beyond_the_vocabulary_names_the_file(tmp_path, m
     with pytest.warns(RuntimeWarning, match=rf"token cache {cached} is broken .*id 60000, beyond"):
         again = np.array(tokenize_corpus(str(text), tok))
     assert np.array_equal(first, again)
+
+
+def test_validation_is_the_last_whole_documents_nearest_the_fraction():
+    ids = np.arange(1000, dtype=np.uint16)
+    starts = np.array([0, 300, 880, 960], dtype=np.uint64)  # four documents
+    data = TokenData(ids, vocab_size=1000, val_fraction=0.1, doc_starts=starts)
+    assert data.val.size == 120 and data.train.size == 880  # 880 is nearest to 900
+    assert TokenData(ids, 1000, 0.03, starts).val.size == 40  # 960, nearest to 970
+    assert TokenData(ids, 1000, 0.9, starts).val.size == 700  # never before the first start
+    one = TokenData(ids, 1000, 0.1, np.array([0], dtype=np.uint64))
+    assert one.val.size == 100  # a single document: the tail of its ids

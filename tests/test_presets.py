@@ -45,7 +45,7 @@ def test_presets_are_found_by_name_and_an_unknown_one_is_named():
     assert get_preset("tiny") is PRESETS["tiny"] and PRESETS["tiny"].name == "tiny"
     assert set(PRESETS) >= {"tiny", "seed", "gpt2"}
     with pytest.raises(
-        ValueError, match=r"preset='huge' is unknown; choose one of tiny, seed, gpt2"
+        ValueError, match=r"preset='huge' is unknown; choose one of tiny, seed, seed-de, gpt2"
     ):
         get_preset("huge")
 
@@ -121,3 +121,56 @@ def test_materialize_reads_only_max_documents(cache, tmp_path, monkeypatch):
     assert first.tokens.tolist() == tok.encode("First document.\n")
     expected = tok.encode("First document.\n") + [tok.eot_id] + tok.encode("Second document.\n")
     assert both.tokens.tolist() == expected
+
+
+def test_the_seed_presets_name_their_corpora_in_full():
+    seed, seed_de = PRESETS["seed"], PRESETS["seed-de"]
+    assert seed.data == "NeelNanda/pile-10k" and not seed.data_options
+    assert (seed_de.data, seed_de.data_options) == (
+        "wikimedia/wikipedia",
+        {"config": "20231101.de"},
+    )
+    assert seed_de.model == seed.model and seed_de.train == seed.train  # only the corpus differs
+    plan = plan_run("seed-de")
+    assert plan.data_options == {"config": "20231101.de"}
+    assert plan.meta["data_options"] == {"config": "20231101.de"}
+    assert plan_run("seed-de", data_options={"split": "train"}).data_options == {
+        "config": "20231101.de",
+        "split": "train",
+    }
+    # a copy of the dataset elsewhere is read the same way
+    assert plan_run("seed-de", data="copy/of-wikipedia").data_options == {"config": "20231101.de"}
+
+
+def test_the_gpt2_preset_is_nanogpts_recipe_on_openwebtext():
+    gpt2 = PRESETS["gpt2"]
+    cfg = gpt2.train
+    assert gpt2.data == "Skylion007/openwebtext" and gpt2.tokenizer == "gpt2"
+    assert cfg.batch_size * gpt2.model["n_ctx"] == 491_520  # nanoGPT: 12 x 1024 x 5 x 8
+    assert cfg.batch_size // cfg.grad_accum == 12  # its micro-batch on one GPU
+    assert (cfg.beta1, cfg.beta2, cfg.weight_decay, cfg.grad_clip) == (0.9, 0.95, 0.1, 1.0)
+    assert cfg.min_lr == pytest.approx(cfg.lr / 10) and cfg.lr == 6e-4
+    assert 0 < cfg.warmup_steps < cfg.max_steps
+
+
+def test_run_budget_computes_tokens_steps_and_hours():
+    from minigpt.presets import matmul_params, run_budget
+
+    budget = run_budget("gpt2")
+    cfg = PRESETS["gpt2"].train
+    assert budget.tokens_per_step == cfg.batch_size * 1024
+    assert budget.steps == cfg.max_steps and budget.tokens == budget.steps * budget.tokens_per_step
+    # GPT-2 small without its two embeddings, with W_U: 85.0M in the blocks + 38.6M
+    assert budget.n_params == matmul_params(PRESETS["gpt2"].model_config(50257))
+    assert 123_000_000 < budget.n_params < 124_500_000
+    assert budget.flops == 6 * budget.n_params * budget.tokens
+    assert budget.hours(1e15) == pytest.approx(budget.flops / 1e15 / 3600)
+    once = run_budget("gpt2", tokens=9_000_000_000)  # a corpus of 9B tokens read once
+    assert once.steps == -(-9_000_000_000 // budget.tokens_per_step)
+    assert (once.steps - 1) * once.tokens_per_step < 9e9 <= once.tokens
+    tiny = run_budget("tiny")
+    assert tiny.tokens_per_step == 16 * 128 and tiny.steps == 200
+    with pytest.raises(ValueError, match=r"tokens=0 must be None or a number >= 1"):
+        run_budget("gpt2", tokens=0)
+    with pytest.raises(ValueError, match=r"flops_per_s=-1.0 must be a finite number > 0"):
+        budget.hours(-1.0)

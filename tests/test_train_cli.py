@@ -1,5 +1,6 @@
 """The command line ``minigpt-train`` (minigpt.train_cli): a run, its resumption, bad flags."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,10 @@ def test_cli(tmp_path, capsys):
     assert main(args + ["--max-steps", "3", "--resume"]) == 0  # already finished: nothing to do
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2, 3]
     assert main(["--preset", "huge"]) == 2
-    assert "preset='huge' is unknown; choose one of tiny, seed, gpt2" in capsys.readouterr().err
+    assert (
+        "preset='huge' is unknown; choose one of tiny, seed, seed-de, gpt2"
+        in capsys.readouterr().err
+    )
     assert main(["--device", "tpu", "--out", str(tmp_path / "x")]) == 2
     assert "device='tpu'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -173,3 +177,132 @@ def test_a_dataset_named_by_config_and_column_trains_and_resumes_only_on_it(
     other = [("en" if a == "de" else a) for a in args]
     assert main([*other, "--max-steps", "2", "--resume"]) == 1
     assert "data_options" in capsys.readouterr().err  # another part of the dataset: refused
+
+
+def _micro_args(text, out):
+    return ["--data", str(text), "--out", str(out), "--tokenizer", "gpt2", "--batch-size", "2",
+            "--n-ctx", "16", "--eval-interval", "2", "--warmup-steps", "1", "--max-steps", "2",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def test_resume_on_a_corpus_whose_content_changed_is_refused_naming_the_file(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Now is the winter of our discontent.\n" * 40)
+    (folder / "b.txt").write_text("Made glorious summer by this sun of York.\n" * 40)
+    out = tmp_path / "run"
+    args = _micro_args(folder, out)
+    assert main(args) == 0
+    capsys.readouterr()
+    from minigpt.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "checkpoint.pt").meta["data_record"]["files"].keys() == {
+        "a.txt",
+        "b.txt",
+    }
+    (folder / "b.txt").write_text("Made glorious summer by this son of York.\n" * 40)  # one byte
+    assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"trained on other data: {folder / 'b.txt'} changed since" in err
+    assert "a.txt" not in err
+    (folder / "b.txt").write_text("Made glorious summer by this sun of York.\n" * 40)  # as it was
+    assert main([*args, "--resume"]) == 0  # the same content again: resumed
+
+
+def test_a_file_that_is_not_utf8_is_refused_unless_lossy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("Caf\u00e9 au lait, s'il vous pla\u00eet.\n".encode("latin-1") * 40)
+    assert main(_micro_args(text, tmp_path / "run")) == 1
+    err = capsys.readouterr().err
+    assert f"{text} is not UTF-8 text: byte 3 (0xe9)" in err
+    assert main([*_micro_args(text, tmp_path / "run"), "--lossy"]) == 0
+
+
+def test_the_german_wikipedia_preset_on_a_local_copy_in_the_hubs_layout(
+    tmp_path, capsys, monkeypatch
+):
+    """``--preset seed-de`` with only the location changed: configuration 20231101.de of a
+    folder laid out as wikimedia/wikipedia, streamed, tokenized in parallel, trained on."""
+    from small_corpus import articles, write_hub_dataset
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "wikipedia"
+    texts = {"20231101.de": articles(60), "20231101.en": articles(10, "en")}
+    write_hub_dataset(folder, texts, shards=2, column="text")
+    out = tmp_path / "run"
+    args = ["--preset", "seed-de", "--data", str(folder), "--out", str(out), "--batch-size", "2",
+            "--n-ctx", "16", "--max-steps", "2", "--warmup-steps", "1", "--eval-interval", "1",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "seed-de" in printed and "finished at step 2" in printed
+    from minigpt.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(out / "checkpoint.pt").meta
+    assert meta["data_options"] == {"config": "20231101.de"}
+    assert "20231101.de/train-00000-of-00002.parquet" in meta["data_record"]["files"]
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_reach_the_losses_of_one_node_with_two_processes(tmp_path):
+    """``torchrun --nnodes 2`` (a rendezvous on 127.0.0.1, one process a node, gloo on CPU)
+    against ``--nproc-per-node 2`` on one node: the same global batch, split the same way
+    between the two ranks, so the same losses up to the order of float sums (1e-5)."""
+    import os
+    import subprocess
+    import sys
+
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent\nMade glorious summer by this sun.\n" * 60)
+    env = {**os.environ, "MINIGPT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    train = ["-m", "minigpt.train", *_micro_args(text, "OUT"), "--max-steps", "3",
+             "--batch-size", "4"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node"]
+
+    def args_for(out):
+        return [str(out) if a == "OUT" else a for a in train]
+
+    one_node, two_nodes, port = tmp_path / "one-node", tmp_path / "two-nodes", str(_free_port())
+    launches = [[*torchrun, "2", "--standalone", *args_for(one_node)]] + [
+        [*torchrun, "1", "--nnodes", "2", "--node-rank", str(rank), "--master-addr",
+         "127.0.0.1", "--master-port", port, *args_for(two_nodes)]
+        for rank in (0, 1)
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for cmd in launches
+    ]  # fmt: skip  (all at once: they wait on imports, not cores)
+    outputs = [run.communicate(timeout=300)[0].decode()[-2000:] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    losses = {
+        out.name: [r["loss"] for r in read_metrics(out) if r["step"] > 0]
+        for out in (one_node, two_nodes)
+    }
+    assert len(losses["one-node"]) == 3
+    np.testing.assert_allclose(losses["two-nodes"], losses["one-node"], rtol=1e-5)
+
+
+def test_tokenize_only_fills_the_cache_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent.\n" * 40)
+    out = tmp_path / "run"
+    assert main([*_micro_args(text, out), "--tokenize-only"]) == 0
+    assert "tokens of" in capsys.readouterr().out
+    assert not out.exists()
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
+    assert cached.stat().st_size > 0
