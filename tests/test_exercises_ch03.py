@@ -7,9 +7,11 @@ import torch
 from minigpt.attention import Attention
 from minigpt.config import GPTConfig
 from minigpt.exercises.ch03 import (
+    check_attn_out,
     check_attn_scores,
     check_causal_mask,
     check_previous_token_head,
+    check_qkv,
     check_softmax,
     check_weighted_values,
 )
@@ -143,3 +145,113 @@ def test_previous_token_head_diagnoses():
         check_previous_token_head(0.5 * W_K.roll(-1, 1), W_K)
     with pytest.raises(AssertionError, match=r"\[n_positions, d_head\]"):
         check_previous_token_head(W_K, W_K[:, :3])
+
+
+@pytest.fixture(scope="module")
+def layers():
+    """Two attention layers as TransformerLens names their hooks and parameters: for each,
+    its input (``ln1.hook_out``), every hook and its output, from minigpt's own Attention
+    with random weights and biases (none zero)."""
+    cfg = GPTConfig(d_model=24, n_heads=3, d_head=8, d_mlp=96, n_layers=2, n_ctx=16, d_vocab=10)
+    gen = torch.Generator().manual_seed(1)
+    cache, params = {}, {}
+    for layer in range(2):
+        attn = Attention(cfg, layer=layer, impl="einsum")
+        acts = {}
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            x = torch.randn(2, 7, 24, generator=gen)
+            cache[f"blocks.{layer}.hook_attn_out"] = attn(x, acts=acts)
+        cache[f"blocks.{layer}.ln1.hook_out"] = x
+        cache.update({f"blocks.{layer}.attn.{name}": t for name, t in acts.items()})
+        params.update({f"blocks.{layer}.attn.{n}": p.detach() for n, p in attn.named_parameters()})
+    return cache, params
+
+
+PROJECT = "b p m, h m d -> b p h d"
+
+
+def qkv(x, W_Q, b_Q, W_K, b_K, W_V, b_V):
+    return tuple(einops.einsum(x, W, PROJECT) + b for W, b in ((W_Q, b_Q), (W_K, b_K), (W_V, b_V)))
+
+
+def attn_out(z, W_O, b_O):
+    return einops.einsum(z, W_O, "b p h d, h d m -> b p m") + b_O
+
+
+def test_qkv_and_attn_out_accept_right_answers(layers, capsys):
+    check_qkv(qkv, *layers)
+    check_qkv(qkv, *layers, layer=1)
+
+    def with_matmul(x, W_Q, b_Q, W_K, b_K, W_V, b_V):  # heads as a batch axis of matmul
+        return tuple(
+            (x[:, None] @ W + b[:, None]).transpose(1, 2)
+            for W, b in ((W_Q, b_Q), (W_K, b_K), (W_V, b_V))
+        )
+
+    check_qkv(with_matmul, *layers)
+    check_attn_out(attn_out, *layers)
+    check_attn_out(lambda z, W_O, b_O: z.flatten(2) @ W_O.flatten(0, 1) + b_O, *layers)
+    assert capsys.readouterr().out.count("Correct") == 5
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda x, WQ, bQ, WK, bK, WV, bV: qkv(x, WQ, 0 * bQ, WK, bK, WV, bV), "b_Q is missing"),
+        (lambda x, WQ, bQ, WK, bK, WV, bV: qkv(x, WQ, bQ, WK, bK, WV, 0 * bV), "b_V is missing"),
+        (lambda *a: qkv(*a)[::-1], "wrong order: your q is the reference's v"),
+        (
+            lambda x, WQ, bQ, WK, bK, WV, bV: qkv(x, WQ, bQ, WQ, bK, WV, bV),
+            "k was projected with W_Q",
+        ),
+        (
+            lambda x, WQ, bQ, WK, bK, WV, bV: tuple(
+                (x @ W.reshape(24, 24)).reshape(2, 7, 3, 8) + b
+                for W, b in ((WQ, bQ), (WK, bK), (WV, bV))
+            ),
+            r"reshape\(d_model, n_heads \* d_head\) mixes heads",
+        ),
+        (
+            lambda x, *w: tuple(einops.einsum(x, W, "b p m, h d m -> b p h d") for W in w[::2]),
+            "shapes do not fit.*not transposed",
+        ),
+        (
+            lambda x, *w: tuple(einops.einsum(x, W, "b p m, h m d -> b h p d") for W in w[::2]),
+            "head axis is second",
+        ),
+        (
+            lambda x, *w: tuple(einops.einsum(x, W, "b p m, h m d -> b p d h") for W in w[::2]),
+            "n_heads and d_head are swapped",
+        ),
+    ],
+)
+def test_qkv_diagnoses(layers, wrong, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_qkv(wrong, *layers)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda z, W_O, b_O: attn_out(z, W_O, 0 * b_O), "b_O is missing"),
+        (
+            lambda z, W_O, b_O: einops.einsum(z, W_O, "b p h d, h d m -> b p h m").add(b_O).sum(2),
+            "once per head",
+        ),
+        (
+            lambda z, W_O, b_O: einops.einsum(z, W_O, "b p h d, h d m -> b p h m") + b_O,
+            "not summed",
+        ),
+        (
+            lambda z, W_O, b_O: einops.einsum(z, W_O, "b p h d, h d m -> b p h m").mean(2) + b_O,
+            "averaged",
+        ),
+        (lambda z, W_O, b_O: einops.einsum(z, W_O, "b p h d, h m d -> b p m"), "shapes do not fit"),
+        (lambda z, W_O, b_O: attn_out(z, W_O, b_O) * 1.01, "hook_attn_out"),
+    ],
+)
+def test_attn_out_diagnoses(layers, wrong, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_attn_out(wrong, *layers)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from minigpt.compare import compare_tensors
+from minigpt.exercises.diagnose import close, matching_mistake
 from minigpt.exercises.exercise import exercise
 from minigpt.exercises.solutions import ch03 as solutions
 
@@ -352,3 +354,179 @@ def check_previous_token_head(
         f"query {i} puts {pattern[i, i - offset].item():.3f} of its weight on key {i - offset} "
         f"(at least {min_weight} wanted) and most on key {favourite}. Likely cause: {cause}."
     )
+
+
+ACT_ATOL, ACT_RTOL = 1e-4, 1e-3  # the book's tolerances for activations
+_QKV = ("q", "k", "v")
+
+
+def _weights(params: Mapping[str, Tensor], layer: int, names: str) -> list[Tensor]:
+    return [params[f"blocks.{layer}.attn.{n}"].detach() for n in names.split()]
+
+
+def _project(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    return torch.einsum("bpm,hmd->bphd", x, W) + b
+
+
+def _shape_cause(shape: tuple, batch: int, pos: int, heads: int, width: int, what: str) -> str:
+    """Why a tensor meant to be ``[batch, pos, heads, width]`` has ``shape``."""
+    if shape == (batch, heads, pos, width):
+        return (
+            "the head axis is second: [batch, n_heads, pos, d_head] is the layout minigpt "
+            f"keeps inside Attention, but {what} is [batch, pos, n_heads, d_head] (name the "
+            "output axes in that order)"
+        )
+    if shape == (batch, pos, width, heads):
+        return "n_heads and d_head are swapped: the head axis comes before d_head"
+    if shape == (batch, pos, heads * width):
+        return "the heads are not split: keep n_heads and d_head as two axes"
+    return f"{what} is [batch, pos, n_heads, d_head]"
+
+
+@exercise(solutions.qkv)
+def check_qkv(
+    qkv: Callable, cache: Mapping[str, Tensor], params: Mapping[str, Tensor], layer: int = 0
+) -> None:
+    """Check ``qkv(x, W_Q, b_Q, W_K, b_K, W_V, b_V) -> (q, k, v)``, each ``[batch, pos,
+    n_heads, d_head]``, for ``W[n_heads, d_model, d_head]`` and ``b[n_heads, d_head]``.
+
+    The input is the reference's ``blocks.{layer}.ln1.hook_out`` with layer ``layer``'s
+    weights from ``params`` (TransformerLens names); ``q``, ``k`` and ``v`` must be
+    ``hook_q``, ``hook_k`` and ``hook_v``, to atol 1e-4 and rtol 1e-3. A wrong one is
+    compared with the usual mistakes: a missing bias, the three returned in another order,
+    another projection's weights, a head axis moved by a plain ``reshape``.
+    """
+    x = cache[f"blocks.{layer}.ln1.hook_out"].detach()
+    W_Q, b_Q, W_K, b_K, W_V, b_V = _weights(params, layer, "W_Q b_Q W_K b_K W_V b_V")
+    Ws, bs = (W_Q, W_K, W_V), (b_Q, b_K, b_V)
+    expected = [cache[f"blocks.{layer}.attn.hook_{n}"].detach() for n in _QKV]
+    n_heads, d_model, d_head = W_Q.shape
+    batch, pos = x.shape[:2]
+    with torch.no_grad():
+        try:
+            got = qkv(x.clone(), W_Q, b_Q, W_K, b_K, W_V, b_V)
+        except RuntimeError as err:
+            raise AssertionError(
+                f"the shapes do not fit ({str(err).splitlines()[0]}). W_Q is [n_heads, "
+                f"d_model, d_head] = {list(W_Q.shape)} (not transposed): contract x's "
+                "d_model with W_Q's middle axis, for every head at once, e.g. einsum('batch "
+                "pos d_model, n_heads d_model d_head -> batch pos n_heads d_head')"
+            ) from None
+    if not isinstance(got, tuple | list) or len(got) != 3:
+        raise AssertionError(f"qkv should return the three tensors q, k, v; got {got!r:.60}")
+    for name, t, want in zip(_QKV, got, expected):
+        if not isinstance(t, Tensor) or tuple(t.shape) != tuple(want.shape):
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            cause = _shape_cause(shape, batch, pos, n_heads, d_head, f"hook_{name}")
+            raise AssertionError(
+                f"{name} should be [batch, pos, n_heads, d_head] = {list(want.shape)}, got "
+                f"{list(shape) if isinstance(shape, tuple) else shape}. Likely cause: {cause}"
+            )
+    same = close(ACT_ATOL, ACT_RTOL)
+    for i, (name, t, want) in enumerate(zip(_QKV, got, expected)):
+        hook = f"blocks.{layer}.attn.hook_{name}"
+        row = compare_tensors(hook, t.detach(), want, ACT_ATOL, ACT_RTOL)
+        if row.passed:
+            continue
+        W, b = Ws[i], bs[i]
+        big = name.upper()
+        mistakes = [
+            (want - b, f"b_{big} is missing: {name} = x @ W_{big} + b_{big}"),
+            *[
+                (
+                    expected[j],
+                    f"the three come back in the wrong order: your {name} is the reference's "
+                    f"{_QKV[j]}; return q, k, v, in that order",
+                )
+                for j in range(3)
+                if j != i
+            ],
+            *[
+                (
+                    _project(x, Ws[j], b),
+                    f"{name} was projected with W_{_QKV[j].upper()}; it uses W_{big}",
+                )
+                for j in range(3)
+                if j != i
+            ],
+            (
+                (x @ W.reshape(d_model, n_heads * d_head)).reshape(batch, pos, n_heads, d_head) + b,
+                f"W_{big}.reshape(d_model, n_heads * d_head) mixes heads into d_model: W_{big} "
+                f"is [n_heads, d_model, d_head], so bring d_model first "
+                "(W.permute(1, 0, 2)) before flattening, or use einsum",
+            ),
+        ]
+        cause = matching_mistake(t.detach(), mistakes, same) or (
+            f"{name}[b, p, h] = x[b, p] @ W_{big}[h] + b_{big}[h]"
+        )
+        raise AssertionError(f"{row.describe()}. Likely cause: {cause}")
+    print(
+        f"Correct: your q, k and v are the reference's blocks.{layer}.attn.hook_q, hook_k "
+        f"and hook_v (atol {ACT_ATOL:g}, rtol {ACT_RTOL:g})."
+    )
+
+
+@exercise(solutions.attn_out)
+def check_attn_out(
+    attn_out: Callable, cache: Mapping[str, Tensor], params: Mapping[str, Tensor], layer: int = 0
+) -> None:
+    """Check ``attn_out(z, W_O, b_O) -> [batch, pos, d_model]`` for ``z[batch, pos, n_heads,
+    d_head]`` (the reference's ``hook_z``), ``W_O[n_heads, d_head, d_model]`` and
+    ``b_O[d_model]``: the result must be ``blocks.{layer}.hook_attn_out``, to atol 1e-4 and
+    rtol 1e-3. A wrong one is compared with the usual mistakes: a missing ``b_O``, ``b_O``
+    added once per head, the heads averaged or left unsummed.
+    """
+    z = cache[f"blocks.{layer}.attn.hook_z"].detach()
+    W_O, b_O = _weights(params, layer, "W_O b_O")
+    expected = cache[f"blocks.{layer}.hook_attn_out"].detach()
+    n_heads = W_O.shape[0]
+    with torch.no_grad():
+        try:
+            got = attn_out(z.clone(), W_O, b_O)
+        except RuntimeError as err:
+            raise AssertionError(
+                f"the shapes do not fit ({str(err).splitlines()[0]}). z is [batch, pos, "
+                f"n_heads, d_head] = {list(z.shape)} and W_O is [n_heads, d_head, d_model] = "
+                f"{list(W_O.shape)}: contract both n_heads and d_head, e.g. einsum('batch pos "
+                "n_heads d_head, n_heads d_head d_model -> batch pos d_model')"
+            ) from None
+    got = _as_tensor(got, "attn_out")
+    per_head = torch.einsum("bphd,hdm->bphm", z, W_O)
+    if tuple(got.shape) != tuple(expected.shape):
+        if tuple(got.shape) == tuple(per_head.shape):
+            cause = (
+                "the heads are not summed: each head's z @ W_O[h] is one [batch, pos, "
+                "d_model] term, and the layer's output is their sum (leave n_heads out of "
+                "the einsum's output)"
+            )
+        else:
+            cause = "the output is [batch, pos, d_model], like the residual stream"
+        raise AssertionError(
+            f"expected [batch, pos, d_model] = {list(expected.shape)}, got "
+            f"{list(got.shape)}. Likely cause: {cause}"
+        )
+    name = f"blocks.{layer}.hook_attn_out"
+    row = compare_tensors(name, got, expected, ACT_ATOL, ACT_RTOL)
+    if not row.passed:
+        summed = per_head.sum(2)
+        cause = (
+            matching_mistake(
+                got,
+                [
+                    (summed, "b_O is missing: the output is the sum over heads, plus b_O"),
+                    (
+                        summed + n_heads * b_O,
+                        f"b_O is added once per head ({n_heads} times): the heads share one "
+                        "bias, added once after the sum over heads",
+                    ),
+                    (
+                        summed / n_heads + b_O,
+                        "the heads are averaged: their outputs add up, so sum over n_heads",
+                    ),
+                ],
+                close(ACT_ATOL, ACT_RTOL),
+            )
+            or "out[b, p] = sum over h of z[b, p, h] @ W_O[h], plus b_O"
+        )
+        raise AssertionError(f"{row.describe()}. Likely cause: {cause}")
+    print(f"Correct: your output is the reference's {name} (atol {ACT_ATOL:g}, rtol {ACT_RTOL:g}).")

@@ -39,3 +39,26 @@ def weighted_values(pattern, v):
         "batch n_heads query_pos key_pos, batch key_pos n_heads d_head"
         " -> batch query_pos n_heads d_head",
     )
+
+
+def qkv(x, W_Q, b_Q, W_K, b_K, W_V, b_V):
+    """x[batch, pos, d_model], W[n_heads, d_model, d_head], b[n_heads, d_head]
+    -> q, k, v, each [batch, pos, n_heads, d_head]: x @ W + b, every head."""
+    project = (
+        "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+    )
+    q = einops.einsum(x, W_Q, project) + b_Q  # b[n_heads, d_head] broadcasts
+    k = einops.einsum(x, W_K, project) + b_K
+    v = einops.einsum(x, W_V, project) + b_V
+    return q, k, v
+
+
+def attn_out(z, W_O, b_O):
+    """z[batch, pos, n_heads, d_head], W_O[n_heads, d_head, d_model],
+    b_O[d_model] -> [batch, pos, d_model]: every head through W_O, summed,
+    plus b_O."""
+    # n_heads and d_head are both summed over: the heads' outputs add up
+    write = (
+        "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"
+    )
+    return einops.einsum(z, W_O, write) + b_O  # one bias for the whole layer
