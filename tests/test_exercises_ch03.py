@@ -9,6 +9,7 @@ from minigpt.config import GPTConfig
 from minigpt.exercises.ch03 import (
     check_attn_out,
     check_attn_scores,
+    check_cached_step,
     check_causal_mask,
     check_previous_token_head,
     check_qkv,
@@ -255,3 +256,58 @@ def test_qkv_diagnoses(layers, wrong, diagnosis):
 def test_attn_out_diagnoses(layers, wrong, diagnosis):
     with pytest.raises(AssertionError, match=diagnosis):
         check_attn_out(wrong, *layers)
+
+
+def step(x_new, k_past, v_past, params, layer, *, append=True, mask=None, order="after"):
+    """One cached step of attention, with one of the usual slips switched on."""
+    p = f"blocks.{layer}.attn."
+    W = [params[p + n] for n in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V")]
+    q, k_new, v_new = qkv(x_new, *W)
+    pair = [k_past, k_new] if order == "after" else [k_new, k_past]
+    k, v = (
+        torch.cat(pair, dim=1),
+        torch.cat([v_past, v_new] if order == "after" else [v_new, v_past], dim=1),
+    )
+    k_att, v_att = (k, v) if append else (k_past, v_past)
+    s = scores(q, k_att)
+    if mask == "causal":  # the square mask's logic on a [1, past + 1] row
+        s = mask_fn(s)
+    elif mask == "itself":
+        s = s.masked_fill(torch.arange(s.shape[-1]) != s.shape[-1] - 1, -math.inf)
+    z = weighted(s.softmax(-1), v_att)
+    out = attn_out(z, params[p + "W_O"], params[p + "b_O"])
+    return out, k, v
+
+
+def mask_fn(s):
+    n_q, n_k = s.shape[-2:]
+    return s.masked_fill(torch.ones(n_q, n_k, dtype=torch.bool).triu(1), -math.inf)
+
+
+def test_cached_step_accepts_right_answers(layers, capsys):
+    check_cached_step(step, *layers)
+    check_cached_step(step, *layers, layer=1)
+    assert capsys.readouterr().out.count("Correct") == 2
+
+
+@pytest.mark.parametrize(
+    "slip, diagnosis",
+    [
+        ({"append": False}, "position 0.*not in the cache when the query attends"),
+        ({"mask": "causal"}, "position 1.*as if it were position 0"),
+        ({"mask": "itself"}, "position 1.*sees only itself"),
+        ({"order": "before"}, "position 1.*the new k is put first"),
+    ],
+)
+def test_cached_step_diagnoses(layers, slip, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_cached_step(lambda *args: step(*args, **slip), *layers)
+
+
+def test_cached_step_that_keeps_the_old_cache(layers):
+    def old_cache(x_new, k_past, v_past, params, layer):
+        out, _, _ = step(x_new, k_past, v_past, params, layer)
+        return out, k_past, v_past
+
+    with pytest.raises(AssertionError, match="old cache: append"):
+        check_cached_step(old_cache, *layers)

@@ -530,3 +530,120 @@ def check_attn_out(
         )
         raise AssertionError(f"{row.describe()}. Likely cause: {cause}")
     print(f"Correct: your output is the reference's {name} (atol {ACT_ATOL:g}, rtol {ACT_RTOL:g}).")
+
+
+def _attend_one(q: Tensor, k: Tensor, v: Tensor, W_O: Tensor, b_O: Tensor, keys: Tensor):
+    """One query's attention output over the keys where ``keys`` (bool, ``[key_pos]``) is
+    True: what a step gives when it lets its query see only those keys."""
+    scores = _raw_scores(q, k).masked_fill(~keys, -math.inf)
+    z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1).nan_to_num(0.0), v)
+    return torch.einsum("bphd,hdm->bpm", z, W_O) + b_O
+
+
+@exercise(solutions.cached_step)
+def check_cached_step(
+    cached_step: Callable, cache: Mapping[str, Tensor], params: Mapping[str, Tensor], layer: int = 0
+) -> None:
+    """Check ``cached_step(x_new, k_past, v_past, params, layer) -> (out, k, v)``: one position
+    of attention layer ``layer`` with a key/value cache.
+
+    For each position t of the reference's input ``blocks.{layer}.ln1.hook_out``, in order,
+    the step gets ``x[:, t:t+1]`` and the cache of the positions before it, ``hook_k[:, :t]``
+    and ``hook_v[:, :t]`` (``[batch, t, n_heads, d_head]``; empty at t = 0). Its output must
+    be row t of the full forward, ``blocks.{layer}.hook_attn_out[:, t:t+1]``, and the cache it
+    returns ``hook_k[:, :t+1]`` and ``hook_v[:, :t+1]``: atol 1e-4, rtol 1e-3. A wrong row is
+    compared with what the usual mistakes give: attending before appending the new key and
+    value, and a causal mask applied to the one query, so that it sees only the first
+    position or only itself.
+    """
+    x = cache[f"blocks.{layer}.ln1.hook_out"].detach()
+    K, V, Q = (cache[f"blocks.{layer}.attn.hook_{n}"].detach() for n in ("k", "v", "q"))
+    full = cache[f"blocks.{layer}.hook_attn_out"].detach()
+    W_O, b_O = _weights(params, layer, "W_O b_O")
+    params = {k: v.detach() for k, v in params.items()}
+    same = close(ACT_ATOL, ACT_RTOL)
+    pos = x.shape[1]
+
+    def mistakes_at(t: int) -> list[tuple[Tensor, str]]:
+        """What the usual mistakes give at position t."""
+        q_t, k_t, v_t = Q[:, t : t + 1], K[:, : t + 1], V[:, : t + 1]
+        only = torch.zeros(t + 1, dtype=torch.bool)
+        first, itself = only.clone(), only.clone()
+        first[0], itself[t] = True, True
+        return [
+            (
+                _attend_one(q_t, K[:, :t], V[:, :t], W_O, b_O, torch.ones(t, dtype=torch.bool)),
+                "the new key and value are not in the cache when the query attends: "
+                "append them first (torch.cat along pos), then attend over all t + 1 keys; "
+                "the new position sees itself",
+            ),
+            (
+                _attend_one(q_t, k_t, v_t, W_O, b_O, first),
+                "the causal mask is applied to the one new query as if it were position "
+                "0, so it sees only the first key; it is the last position, with every "
+                "cached key in its past: no mask",
+            ),
+            (
+                _attend_one(q_t, k_t, v_t, W_O, b_O, itself),
+                "the query sees only itself: its own key is the last of t + 1, and all "
+                "the cached ones are in its past too; no mask",
+            ),
+        ]
+
+    for t in range(pos):
+        with torch.no_grad():
+            got = cached_step(
+                x[:, t : t + 1].clone(), K[:, :t].clone(), V[:, :t].clone(), params, layer
+            )
+        if not isinstance(got, tuple | list) or len(got) != 3:
+            raise AssertionError(
+                "cached_step should return three things: the new position's output and the "
+                f"cache with its key and value appended; got {type(got).__name__}"
+            )
+        out, k, v = (_as_tensor(g, "cached_step") for g in got)
+        expected = full[:, t : t + 1]
+        row = compare_tensors(
+            f"blocks.{layer}.hook_attn_out[:, {t}:{t + 1}]", out, expected, ACT_ATOL, ACT_RTOL
+        )
+        if not row.passed:
+            hints = [hint for wrong, hint in mistakes_at(t) if same(out, wrong)]
+            if len(hints) > 1:  # with a short cache two mistakes agree: look at the last step
+                last = pos - 1
+                with torch.no_grad():
+                    got = cached_step(x[:, last:], K[:, :last], V[:, :last], params, layer)
+                hints = [h for wrong, h in mistakes_at(last) if same(got[0], wrong)] or hints
+            cause = (
+                hints[0]
+                if hints
+                else (
+                    "the new query attends, with no mask, over the cached keys and its own, and "
+                    "its z goes through W_O and b_O like every row's"
+                )
+            )
+            raise AssertionError(
+                f"at position {t} (a cache of {t}), your step's output differs from row {t} "
+                f"of the full forward: {row.describe()}. Likely cause: {cause}"
+            )
+        for name, got_c, want, past in (("k", k, K, K[:, :t]), ("v", v, V, V[:, :t])):
+            want = want[:, : t + 1]
+            if same(got_c, want):
+                continue
+            new = want[:, t:]
+            if same(got_c, past):
+                cause = f"the {name} it returns is the old cache: append the new position's {name}"
+            elif same(got_c, torch.cat([new, past], dim=1)):
+                cause = f"the new {name} is put first: it belongs after the cached ones (dim=1)"
+            else:
+                cause = (
+                    f"the {name} returned should be the cache with the new {name} appended, "
+                    f"[batch, past + 1, n_heads, d_head] = {list(want.shape)}"
+                )
+            raise AssertionError(
+                f"at position {t}, the output is right but the cache is not "
+                f"(hook_{name}[:, :{t + 1}], shape {list(got_c.shape)}): {cause}"
+            )
+    print(
+        f"Correct: step by step over all {pos} positions, your cached step gives the rows of "
+        f"blocks.{layer}.hook_attn_out and grows the cache into hook_k and hook_v "
+        f"(atol {ACT_ATOL:g}, rtol {ACT_RTOL:g})."
+    )

@@ -62,3 +62,20 @@ def attn_out(z, W_O, b_O):
         "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"
     )
     return einops.einsum(z, W_O, write) + b_O  # one bias for the whole layer
+
+
+def cached_step(x_new, k_past, v_past, params, layer):
+    """x_new[batch, 1, d_model], the new position's input, and the cache of
+    the positions before it, k_past and v_past[batch, past, n_heads, d_head]
+    -> the new position's output [batch, 1, d_model] and the cache with its
+    key and value appended, k and v[batch, past + 1, n_heads, d_head]."""
+    p = f"blocks.{layer}.attn."
+    names = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V")
+    q, k_new, v_new = qkv(x_new, *(params[p + name] for name in names))
+    # append first: the new position attends to itself too
+    k = torch.cat([k_past, k_new], dim=1)
+    v = torch.cat([v_past, v_new], dim=1)
+    # the one query is the last position: every key is in its past, no mask
+    pattern = softmax_pattern(attn_scores(q, k))
+    z = weighted_values(pattern, v)
+    return attn_out(z, params[p + "W_O"], params[p + "b_O"]), k, v
