@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import einops
 import pytest
@@ -7,6 +8,7 @@ import torch
 from minigpt.attention import Attention
 from minigpt.config import GPTConfig
 from minigpt.exercises.ch03 import (
+    check_attn_layer,
     check_attn_out,
     check_attn_scores,
     check_cached_step,
@@ -311,3 +313,59 @@ def test_cached_step_that_keeps_the_old_cache(layers):
 
     with pytest.raises(AssertionError, match="old cache: append"):
         check_cached_step(old_cache, *layers)
+
+
+STEPS = SimpleNamespace(
+    qkv=qkv,
+    attn_scores=scores,
+    causal_mask=mask,
+    softmax_pattern=lambda s: s.softmax(-1),
+    weighted_values=weighted,
+    attn_out=attn_out,
+)
+
+
+def layer_by_steps(x, params, layer, steps, *, weights_of=None, slip=None):
+    """The whole layer from its six steps, with one of the usual slips switched on."""
+    p = f"blocks.{layer if weights_of is None else weights_of}.attn."
+    q, k, v = steps.qkv(x, *(params[p + n] for n in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V")))
+    s = steps.attn_scores(k, q) if slip == "k, q" else steps.attn_scores(q, k)
+    masked = s if slip == "no mask" else steps.causal_mask(s)
+    pattern = steps.softmax_pattern(s if slip == "unmasked softmax" else masked)
+    z = steps.weighted_values(pattern, k if slip == "k for v" else v)
+    W_O = params[f"blocks.{0 if slip == 'W_O of layer 0' else layer}.attn.W_O"]
+    out = steps.attn_out(z, W_O, params[p + "b_O"])
+    return z if slip == "returns z" else out
+
+
+def test_attn_layer_accepts_right_answers(layers, capsys):
+    check_attn_layer(layer_by_steps, *layers, STEPS)
+    check_attn_layer(layer_by_steps, *layers, STEPS, layer=0)
+
+    def with_copies(x, params, layer, steps):  # weights copied on the way: still named
+        return layer_by_steps(x, {k: v.clone() for k, v in params.items()}, layer, steps)
+
+    check_attn_layer(with_copies, *layers, STEPS)
+    assert capsys.readouterr().out.count("Correct") == 3
+
+
+@pytest.mark.parametrize(
+    "slip, diagnosis",
+    [
+        ({"weights_of": 0}, "blocks.1.attn.hook_q.*given \\(x, blocks.0's W_Q, blocks.0's b_Q"),
+        ({"slip": "k, q"}, "hook_attn_scores \\(before the mask.*given \\(k, q\\)"),
+        ({"slip": "no mask"}, "hook_attn_scores: the scores are never masked"),
+        ({"slip": "unmasked softmax"}, "hook_pattern.*given \\(the scores\\)"),
+        ({"slip": "k for v"}, "hook_z.*given \\(the pattern, k\\); it takes \\(the pattern, v\\)"),
+        ({"slip": "W_O of layer 0"}, "blocks.1.hook_attn_out.*given \\(z, blocks.0's W_O, b_O\\)"),
+        ({"slip": "returns z"}, "returns z"),
+    ],
+)
+def test_attn_layer_diagnoses(layers, slip, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_attn_layer(lambda *args: layer_by_steps(*args, **slip), *layers, STEPS)
+
+
+def test_attn_layer_needs_all_six_steps(layers):
+    with pytest.raises(AssertionError, match="steps.attn_scores is missing"):
+        check_attn_layer(layer_by_steps, *layers, SimpleNamespace(qkv=qkv))

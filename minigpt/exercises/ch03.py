@@ -647,3 +647,183 @@ def check_cached_step(
         f"blocks.{layer}.hook_attn_out and grows the cache into hook_k and hook_v "
         f"(atol {ACT_ATOL:g}, rtol {ACT_RTOL:g})."
     )
+
+
+# The six steps of a layer, in order, with the arguments each takes (by what they are).
+_STEPS = {
+    "qkv": ("x", "W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V"),
+    "attn_scores": ("q", "k"),
+    "causal_mask": ("the scores",),
+    "softmax_pattern": ("the masked scores",),
+    "weighted_values": ("the pattern", "v"),
+    "attn_out": ("z", "W_O", "b_O"),
+}
+_OUTPUT = {
+    "attn_scores": "the scores",
+    "causal_mask": "the masked scores",
+    "softmax_pattern": "the pattern",
+    "weighted_values": "z",
+}
+
+
+class _WatchedSteps:
+    """The reader's six steps, each recording its arguments and result on each call."""
+
+    def __init__(self, steps: object):
+        self.calls: dict[str, list[tuple[tuple, object]]] = {}
+        for name in _STEPS:
+            fn = getattr(steps, name, None)
+            if not callable(fn):
+                raise AssertionError(
+                    f"steps.{name} is missing: steps holds your six functions, {', '.join(_STEPS)}"
+                )
+            setattr(self, name, self._watch(name, fn))
+
+    def _watch(self, name: str, fn: Callable) -> Callable:
+        def watched(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            self.calls.setdefault(name, []).append(((*args, *kwargs.values()), out))
+            return out
+
+        return watched
+
+
+@exercise(solutions.attn_layer)
+def check_attn_layer(
+    attn_layer: Callable,
+    cache: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    steps: object,
+    layer: int = 1,
+) -> None:
+    """Check ``attn_layer(x, params, layer, steps) -> [batch, pos, d_model]``: the whole
+    attention layer ``layer`` assembled from the reader's six steps (``steps.qkv``,
+    ``steps.attn_scores``, ``steps.causal_mask``, ``steps.softmax_pattern``,
+    ``steps.weighted_values``, ``steps.attn_out``).
+
+    The input is the reference's ``blocks.{layer}.ln1.hook_out`` (pick a layer other than 0,
+    so that weights taken from the wrong layer show). The steps are handed in watched, and
+    what each returns is compared in order with ``hook_q``, ``hook_k``, ``hook_v``,
+    ``hook_attn_scores`` (before the mask on the entries a query may see, then masked: at
+    most -1e4 above the diagonal), ``hook_pattern``, ``hook_z`` and ``hook_attn_out``, to
+    atol 1e-4 and rtol 1e-3 (1e-5 absolute for the pattern, as in :func:`check_softmax`).
+    The first that differs is named, with what the step was given when that is not what it
+    takes (another layer's weights, the scores before the mask, k for v, ...).
+    """
+    L = layer
+    p = f"blocks.{L}.attn."
+    params = {k: v.detach() for k, v in params.items()}
+    x = cache[f"blocks.{L}.ln1.hook_out"].detach().clone()
+    hooks = {n: cache[p + f"hook_{n}"].detach() for n in ("q", "k", "v", "attn_scores")}
+    hooks["pattern"], hooks["z"] = cache[p + "hook_pattern"], cache[p + "hook_z"]
+    expected_out = cache[f"blocks.{L}.hook_attn_out"].detach()
+    watched = _WatchedSteps(steps)
+    with torch.no_grad():
+        got = attn_layer(x, params, L, watched)
+
+    labels = {id(x): "x"}
+    known = [(x, "x")]  # for a copy of a known tensor (.detach(), .to(device)): by value
+    for name, t in params.items():
+        if name.startswith("blocks.") and ".attn." in name:
+            i, short = name.split(".")[1], name.rsplit(".", 1)[-1]
+            labels[id(t)] = short if int(i) == L else f"blocks.{i}'s {short}"
+            known.append((t, labels[id(t)]))
+
+    def label(t: object) -> str:
+        if id(t) in labels:
+            return labels[id(t)]
+        for other, name in known:
+            if isinstance(t, Tensor) and t.shape == other.shape and torch.equal(t, other):
+                return name
+        return "another tensor"
+
+    def step(name: str) -> tuple[tuple, object]:
+        calls = watched.calls.get(name)
+        if not calls:
+            raise AssertionError(
+                f"your attn_layer never called steps.{name}: the layer is {', then '.join(_STEPS)}"
+            )
+        args, out = calls[0]
+        if name in _OUTPUT:
+            labels[id(out)] = _OUTPUT[name]
+            known.append((out, _OUTPUT[name]))
+        elif name == "qkv" and isinstance(out, tuple | list):
+            labels.update({id(t): n for t, n in zip(out, _QKV)})
+            known.extend((t, n) for t, n in zip(out, _QKV))
+        return args, out
+
+    def given(name: str, args: tuple) -> str:
+        """What was wrong with the arguments of step ``name``, or '' if nothing."""
+        got_labels = tuple(label(a) for a in args)
+        if got_labels == _STEPS[name]:
+            return ""
+        return (
+            f"steps.{name} was given ({', '.join(got_labels)}); it takes "
+            f"({', '.join(_STEPS[name])})"
+        )
+
+    def fail(row_or_text, name: str, args: tuple, otherwise: str) -> AssertionError:
+        where = row_or_text if isinstance(row_or_text, str) else row_or_text.describe()
+        return AssertionError(
+            f"the first hook that differs is {where}. Likely cause: "
+            f"{given(name, args) or otherwise}"
+        )
+
+    args, out = step("qkv")
+    if not isinstance(out, tuple | list) or len(out) != 3:
+        raise AssertionError(f"steps.qkv returned {type(out).__name__}, not (q, k, v)")
+    for name, t in zip(_QKV, out):
+        row = compare_tensors(p + f"hook_{name}", _as_tensor(t, "qkv"), hooks[name])
+        if not row.passed:
+            raise fail(row, "qkv", args, f"qkv(x, W_Q, b_Q, W_K, b_K, W_V, b_V) of layer {L}")
+    q, k = hooks["q"], hooks["k"]
+    pos = q.shape[1]
+    seen = _causal(pos, pos).to(q.device)
+
+    args, scores = step("attn_scores")
+    scores = _as_tensor(scores, "attn_scores")
+    raw = _raw_scores(q.float().cpu(), k.float().cpu())
+    if not _close(scores, raw, seen.cpu(), tol=1e-4):
+        where = f"{p}hook_attn_scores (before the mask, where key <= query)"
+        raise fail(where, "attn_scores", args, "the scores are q . k / sqrt(d_head)")
+
+    if "causal_mask" not in watched.calls:
+        raise AssertionError(
+            f"the first hook that differs is {p}hook_attn_scores: the scores are never "
+            "masked. Likely cause: steps.causal_mask is not called; the softmax reads "
+            "causal_mask(scores)"
+        )
+    args, masked = step("causal_mask")
+    masked = _as_tensor(masked, "causal_mask")
+    future = ~seen.cpu()
+    if not (_close(masked, raw, seen.cpu()) and (masked[..., future] <= ZERO_WEIGHT_SCORE).all()):
+        where = f"{p}hook_attn_scores (masked)"
+        raise fail(where, "causal_mask", args, "causal_mask(scores) of this layer's scores")
+
+    args, pattern = step("softmax_pattern")
+    row = compare_tensors(
+        p + "hook_pattern", _as_tensor(pattern, "softmax"), hooks["pattern"], 1e-5, 0
+    )
+    if not row.passed:
+        raise fail(row, "softmax_pattern", args, "the pattern is softmax_pattern(masked scores)")
+
+    args, z = step("weighted_values")
+    row = compare_tensors(p + "hook_z", _as_tensor(z, "weighted_values"), hooks["z"])
+    if not row.passed:
+        raise fail(row, "weighted_values", args, "z is weighted_values(pattern, v)")
+
+    args, out = step("attn_out")
+    name = f"blocks.{L}.hook_attn_out"
+    row = compare_tensors(name, _as_tensor(out, "attn_out"), expected_out)
+    if not row.passed:
+        raise fail(row, "attn_out", args, f"attn_out(z, W_O, b_O) of layer {L}")
+    if not isinstance(got, Tensor) or got is not out and not close(ACT_ATOL, ACT_RTOL)(got, out):
+        raise AssertionError(
+            f"every step is right, but attn_layer returns {label(got)}, not what steps.attn_out "
+            f"returned ({name})"
+        )
+    print(
+        f"Correct: your layer gives the reference's {p}hook_q, hook_k, hook_v, "
+        f"hook_attn_scores, hook_pattern, hook_z and blocks.{L}.hook_attn_out "
+        f"(atol {ACT_ATOL:g}, rtol {ACT_RTOL:g})."
+    )

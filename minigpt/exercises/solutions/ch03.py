@@ -79,3 +79,14 @@ def cached_step(x_new, k_past, v_past, params, layer):
     pattern = softmax_pattern(attn_scores(q, k))
     z = weighted_values(pattern, v)
     return attn_out(z, params[p + "W_O"], params[p + "b_O"]), k, v
+
+
+def attn_layer(x, params, layer, steps):
+    """x[batch, pos, d_model] -> [batch, pos, d_model]: layer `layer`'s
+    attention, from your steps: steps.qkv, steps.attn_scores, ..."""
+    p = f"blocks.{layer}.attn."
+    names = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V")
+    q, k, v = steps.qkv(x, *(params[p + name] for name in names))
+    scores = steps.causal_mask(steps.attn_scores(q, k))
+    z = steps.weighted_values(steps.softmax_pattern(scores), v)
+    return steps.attn_out(z, params[p + "W_O"], params[p + "b_O"])
