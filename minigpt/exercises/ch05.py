@@ -213,28 +213,6 @@ def check_block(
     raise AssertionError(f"{where}. Likely cause: {cause}")
 
 
-@exercise(solutions.count_parameters)
-def check_parameter_count(count_parameters: Callable) -> None:
-    """Check ``count_parameters(cfg) -> int``: the parameters of a GPT-2-style model with the
-    unembedding tied to the embedding (no extra weights, no output bias), as in GPT-2."""
-    configs = [
-        GPTConfig.gpt2_small(),
-        GPTConfig(d_model=64, n_heads=4, d_head=16, d_mlp=200, n_layers=3, n_ctx=32, d_vocab=1000),
-    ]
-    for cfg in configs:
-        expected = sum(parameter_count(cfg, tied_unembed=True).values())
-        got = int(count_parameters(cfg))
-        if got == expected + cfg.d_model * cfg.d_vocab + cfg.d_vocab:
-            raise AssertionError(
-                f"{cfg}: you counted W_U and b_U; GPT-2 reuses W_E as the unembedding"
-            )
-        if got != expected:
-            raise AssertionError(
-                f"for {cfg}: got {got:,}, expected {expected:,} (off by {got - expected:,})"
-            )
-    print("Correct: 124,439,808 for GPT-2 small, and right for another shape too.")
-
-
 def _sublayers(params: Mapping[str, Tensor]) -> tuple[Callable, Callable]:
     """``attention(x, layer)`` and ``mlp(x, layer)``: block ``layer``'s attention and MLP
     (minigpt's modules with the weights in ``params``, TransformerLens names), each a function
@@ -537,3 +515,25 @@ def check_gpt_forward(
         f"hook_resid_post for all {n_layers} blocks, {final}and the logits (with a nonzero "
         f"b_U; atol {BLOCK_ATOL:g}, rtol {BLOCK_RTOL:g})."
     )
+
+
+@exercise(solutions.count_parameters)
+def check_parameter_count(count_parameters: Callable) -> None:
+    """Check ``count_parameters(cfg) -> int``: the parameters of a GPT-2-style model with the
+    unembedding tied to the embedding (no extra weights, no output bias), as in GPT-2."""
+    configs = [
+        GPTConfig.gpt2_small(),
+        GPTConfig(d_model=64, n_heads=4, d_head=16, d_mlp=200, n_layers=3, n_ctx=32, d_vocab=1000),
+    ]
+    for cfg in configs:
+        expected = sum(parameter_count(cfg, tied_unembed=True).values())
+        got = int(count_parameters(cfg))
+        if got == expected + cfg.d_model * cfg.d_vocab + cfg.d_vocab:
+            raise AssertionError(
+                f"{cfg}: you counted W_U and b_U; GPT-2 reuses W_E as the unembedding"
+            )
+        if got != expected:
+            raise AssertionError(
+                f"for {cfg}: got {got:,}, expected {expected:,} (off by {got - expected:,})"
+            )
+    print("Correct: 124,439,808 for GPT-2 small, and right for another shape too.")
