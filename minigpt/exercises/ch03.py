@@ -668,7 +668,7 @@ def check_attn_layer(
 def _attend_one(q: Tensor, k: Tensor, v: Tensor, W_O: Tensor, b_O: Tensor, keys: Tensor):
     """One query's attention output over the keys where ``keys`` (bool, ``[key_pos]``) is
     True: what a step gives when it lets its query see only those keys."""
-    scores = _raw_scores(q, k).masked_fill(~keys, -math.inf)
+    scores = _raw_scores(q, k).masked_fill(~keys.to(q.device), -math.inf)
     z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1).nan_to_num(0.0), v)
     return torch.einsum("bphd,hdm->bpm", z, W_O) + b_O
 
