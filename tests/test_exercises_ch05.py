@@ -3,10 +3,17 @@ import torch
 
 from minigpt.block import TransformerBlock
 from minigpt.config import GPTConfig
-from minigpt.exercises.ch05 import check_block, check_layer_norm, check_parameter_count
+from minigpt.exercises.ch05 import (
+    check_block,
+    check_gpt_forward,
+    check_layer_norm,
+    check_parameter_count,
+)
+from minigpt.exercises.solutions.ch05 import gpt_forward
+from minigpt.model import GPT
 
 
-def layer_norm(x, w, b, eps):
+def layer_norm(x, w, b, eps=1e-5):
     centred = x - x.mean(-1, keepdim=True)
     return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
 
@@ -137,3 +144,102 @@ def test_parameter_count_diagnoses():
         check_parameter_count(lambda cfg: count(cfg) + cfg.d_model * cfg.d_vocab + cfg.d_vocab)
     with pytest.raises(AssertionError, match="off by"):
         check_parameter_count(lambda cfg: count(cfg) - 2 * cfg.d_model)  # forgot ln_final
+
+
+def forward(
+    tokens,
+    params,
+    n_layers,
+    layer_norm,
+    block_forward,
+    attention,
+    mlp,
+    *,
+    positions=True,
+    final_ln=True,
+    b_U=1,
+    attn_layer=None,
+    ln2_name="ln2",
+    blocks=None,
+    chain=True,
+):
+    """A GPT forward with one of the usual slips switched on."""
+
+    def parts(layer):
+        p = f"blocks.{layer}."
+        return (
+            lambda x: layer_norm(x, params[p + "ln1.w"], params[p + "ln1.b"]),
+            lambda x: attention(x, layer if attn_layer is None else attn_layer),
+            lambda x: layer_norm(x, params[p + ln2_name + ".w"], params[p + ln2_name + ".b"]),
+            lambda x: mlp(x, layer),
+        )
+
+    embed = params["embed.W_E"][tokens]
+    if positions:
+        embed = embed + params["pos_embed.W_pos"][: tokens.shape[1]]
+    resid = embed
+    for layer in range(n_layers if blocks is None else blocks):
+        resid = block_forward(resid if chain else embed, *parts(layer))
+    w, b = params["ln_final.w"], params["ln_final.b"]
+    if final_ln == "torch":
+        resid = torch.nn.functional.layer_norm(resid, w.shape, w, b, 1e-5)
+    elif final_ln:
+        resid = layer_norm(resid, w, b)
+    return resid @ params["unembed.W_U"] + b_U * params["unembed.b_U"]
+
+
+@pytest.fixture(scope="module")
+def model_reference():
+    """A stand-in for the reference: a 3-layer GPT with no trivial parameter (b_U included),
+    its activations on a batch of tokens and its parameters under TransformerLens's names."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, n_layers=3, n_ctx=8, d_vocab=20)
+    model = GPT(cfg, attn_impl="einsum")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1 if name.endswith(".w") else 0, 0.2)
+    tokens = torch.randint(0, cfg.d_vocab, (2, 7))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    return tokens, cache, params
+
+
+def test_gpt_forward_accepts_right_answers(capsys, model_reference):
+    check_gpt_forward(lambda *args: gpt_forward(*args), *model_reference)
+    check_gpt_forward(forward, *model_reference, layer_norm, block_forward)
+
+    def torch_final_ln(*args):  # the final LayerNorm not through the one handed in
+        return forward(*args, final_ln="torch")
+
+    check_gpt_forward(torch_final_ln, *model_reference)
+    assert capsys.readouterr().out.count("Correct") == 3
+
+
+@pytest.mark.parametrize(
+    ("slip", "diagnosis"),
+    [
+        ({"positions": False}, "blocks.0.hook_resid_pre.*position embeddings are missing"),
+        ({"final_ln": False}, "ln_final.hook_normalized.*final LayerNorm is missing"),
+        ({"b_U": 0}, "hook_unembed.*b_U is missing"),
+        ({"b_U": 2}, "hook_unembed.*b_U is added twice"),
+        ({"attn_layer": 0}, r"blocks.1.hook_resid_mid.*attention\(x, 0\)"),
+        ({"ln2_name": "ln1"}, "blocks.0.hook_resid_post.*ln2 is layer_norm.*blocks.0.ln1.w"),
+        ({"blocks": 2}, "block_forward ran 2 times"),
+        ({"chain": False}, "blocks.1.hook_resid_pre.*reads the embeddings"),
+    ],
+)
+def test_gpt_forward_diagnoses(slip, diagnosis, model_reference):
+    def wrong(*args):
+        return forward(*args, **slip)
+
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_gpt_forward(wrong, *model_reference)
+
+
+def test_gpt_forward_must_go_through_block_forward(model_reference):
+    def no_blocks(tokens, params, n_layers, layer_norm, block_forward, attention, mlp):
+        return forward(tokens, params, 0, layer_norm, block_forward, attention, mlp)
+
+    with pytest.raises(AssertionError, match="never called the block_forward"):
+        check_gpt_forward(no_blocks, *model_reference)

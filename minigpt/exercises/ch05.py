@@ -213,6 +213,310 @@ def check_block(
     raise AssertionError(f"{where}. Likely cause: {cause}")
 
 
+def _sublayers(params: Mapping[str, Tensor]) -> tuple[Callable, Callable]:
+    """``attention(x, layer)`` and ``mlp(x, layer)``: block ``layer``'s attention and MLP
+    (minigpt's modules with the weights in ``params``, TransformerLens names), each a function
+    of one ``[batch, pos, d_model]`` tensor."""
+    n_layers = _count_layers(params)
+    n_heads, d_model, d_head = params["blocks.0.attn.W_Q"].shape
+    d_mlp = params["blocks.0.mlp.W_in"].shape[1]
+    cfg = GPTConfig(d_model=d_model, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, n_layers=n_layers)
+    device = params["blocks.0.attn.W_Q"].device
+    attns, mlps = [], []
+    for layer in range(n_layers):
+        attn, mlp = Attention(cfg, layer=layer).to(device), MLP(cfg).to(device)
+        load_tl_parameters(attn, dict(params), prefix=f"blocks.{layer}.attn.")
+        load_tl_parameters(mlp, dict(params), prefix=f"blocks.{layer}.mlp.")
+        attns.append(attn.eval())
+        mlps.append(mlp.eval())
+    return (lambda x, layer: attns[layer](x)), (lambda x, layer: mlps[layer](x))
+
+
+def _count_layers(params: Mapping[str, Tensor]) -> int:
+    n = 0
+    while f"blocks.{n}.ln1.w" in params:
+        n += 1
+    return n
+
+
+class _Watched:
+    """The four pieces handed to the reader's ``gpt_forward``, each recording what it sees:
+    per ``block_forward`` call its input, what reaches ``ln2`` (resid_mid), its output, the
+    layers it asked attention and the MLP for and the LayerNorms it ran; and the LayerNorms
+    run outside any block."""
+
+    def __init__(self, layer_norm: Callable, block_forward: Callable, attention, mlp):
+        self._layer_norm, self._block_forward = layer_norm, block_forward
+        self._attention, self._mlp = attention, mlp
+        self.blocks: list[dict] = []
+        self.outside: list[dict] = []  # LayerNorms outside blocks, with the blocks run so far
+        self._inside = 0
+
+    def layer_norm(self, x, w, b, *args, **kwargs):
+        out = self._layer_norm(x, w, b, *args, **kwargs)
+        call = {"x": x, "w": w, "b": b, "out": out, "after": len(self.blocks)}
+        (self.blocks[-1]["norms"] if self._inside else self.outside).append(call)
+        return out
+
+    def block_forward(self, resid_pre, ln1, attn, ln2, mlp):
+        record = {"pre": resid_pre, "mid": None, "post": None, "attn": [], "mlp": [], "norms": []}
+        self.blocks.append(record)
+
+        def watched_ln2(x):
+            if record["mid"] is None:
+                record["mid"] = x
+            return ln2(x)
+
+        self._inside += 1
+        try:
+            out = self._block_forward(resid_pre, ln1, attn, watched_ln2, mlp)
+        finally:
+            self._inside -= 1
+        record["post"] = out
+        return out
+
+    def attention(self, x, layer):
+        if self._inside:
+            self.blocks[-1]["attn"].append(layer)
+        return self._attention(x, layer)
+
+    def mlp(self, x, layer):
+        if self._inside:
+            self.blocks[-1]["mlp"].append(layer)
+        return self._mlp(x, layer)
+
+
+def _param_name(t: object, params: Mapping[str, Tensor], names: list[str]) -> str:
+    """Which of ``names`` in ``params`` the tensor ``t`` is (by identity, then by value)."""
+    for name in names:
+        if t is params[name]:
+            return name
+    for name in names:
+        p = params[name]
+        if isinstance(t, Tensor) and t.shape == p.shape and torch.equal(t, p):
+            return name
+    return "a tensor that is no LayerNorm's weight"
+
+
+def _stream_differs(name: str, got: object, expected: Tensor):
+    """The comparison row of one hook when ``got`` differs from it, else None."""
+    if not isinstance(got, Tensor):
+        raise AssertionError(f"{name}: expected a tensor, got {type(got).__name__}")
+    row = compare_tensors(name, got, expected, BLOCK_ATOL, BLOCK_RTOL)
+    return None if row.passed else row
+
+
+def _embedding_cause(got: Tensor, tokens: Tensor, W_E: Tensor, W_pos: Tensor, cache) -> str:
+    from minigpt.exercises.ch02 import EMBED_MISTAKES
+
+    if close(BLOCK_ATOL, BLOCK_RTOL)(got, cache["hook_embed"]):
+        return (
+            "it is hook_embed alone, so hook_pos_embed is what differs: the position "
+            "embeddings are missing; the stream starts as W_E[tokens] + W_pos[:pos]"
+        )
+
+    def same(got, wrong):
+        try:
+            return close(BLOCK_ATOL, BLOCK_RTOL)(got, wrong(tokens, W_E, W_pos))
+        except (IndexError, RuntimeError):  # this mistake is not possible here
+            return False
+
+    return matching_mistake(got, EMBED_MISTAKES, same) or (
+        "the stream starts as hook_embed + hook_pos_embed = W_E[tokens] + W_pos[:pos]"
+    )
+
+
+def _block_cause(L: int, record: dict, hook: str, params: Mapping[str, Tensor], n_layers: int):
+    """Why block ``L``'s resid_mid (``hook == "mid"``) or resid_post (``"post"``) is off."""
+    part, ln, ln_index = ("attention", "ln1", 0) if hook == "mid" else ("mlp", "ln2", 1)
+    asked = record["attn" if hook == "mid" else "mlp"]
+    if asked and asked != [L]:
+        return f"block {L} asked for {part}(x, {asked[0]}): pass the block's own index, {L}"
+    norms = record["norms"]
+    names = [
+        f"blocks.{i}.{n}.{wb}" for i in range(n_layers) for n in ("ln1", "ln2") for wb in "wb"
+    ] + ["ln_final.w", "ln_final.b"]
+    if len(norms) > ln_index:
+        w = _param_name(norms[ln_index]["w"], params, names)
+        b = _param_name(norms[ln_index]["b"], params, names)
+        if (w, b) != (f"blocks.{L}.{ln}.w", f"blocks.{L}.{ln}.b"):
+            return (
+                f"block {L}'s {ln} is layer_norm(x, {w}, {b}): use blocks.{L}.{ln}.w and "
+                f"blocks.{L}.{ln}.b"
+            )
+    return (
+        f"block {L}'s {ln} should be layer_norm(x, params['blocks.{L}.{ln}.w'], "
+        f"params['blocks.{L}.{ln}.b']) and its {part} {part}(x, {L})"
+    )
+
+
+@exercise(solutions.gpt_forward)
+def check_gpt_forward(
+    gpt_forward: Callable,
+    tokens: Tensor,
+    cache: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    layer_norm: Callable = solutions.layer_norm,
+    block_forward: Callable = solutions.block_forward,
+) -> None:
+    """Check ``gpt_forward(tokens, params, n_layers, layer_norm, block_forward, attention,
+    mlp) -> logits[batch, pos, d_vocab]`` on the reference, hook by hook.
+
+    ``cache`` holds the reference's activations on ``tokens`` and ``params`` its parameters
+    (TransformerLens names). The checker hands the reader's function ``layer_norm`` and
+    ``block_forward`` (the reader's own, given here) and ``attention(x, layer)`` and
+    ``mlp(x, layer)`` (minigpt's modules, :func:`_sublayers`), all watched, and compares in
+    order: what the first block reads with ``blocks.0.hook_resid_pre`` (= ``hook_embed +
+    hook_pos_embed``); each block's input, what reaches its ``ln2`` and its output with
+    ``hook_resid_pre``, ``hook_resid_mid`` and ``hook_resid_post``; the final LayerNorm's
+    input normalized (``ln_final.hook_normalized``) and its output; the logits
+    (``hook_unembed``). The first that differs is named, with the likely cause.
+
+    GPT-2's ``b_U`` is all zeros, so a missing bias would go unseen: the reader's function gets
+    ``params`` with ``b_U`` replaced by a nonzero vector, and the same vector is added to the
+    reference's logits. Tolerance: atol 1e-4, rtol 1e-3, as for every activation in the book.
+    """
+    n_layers = _count_layers(params)
+    params = {k: v.detach() for k, v in params.items()}
+    b_U = params["unembed.b_U"]
+    shift = torch.linspace(-1, 1, b_U.shape[0], device=b_U.device, dtype=b_U.dtype)
+    params["unembed.b_U"] = b_U + shift
+    expected_logits = cache["hook_unembed"] + shift
+    W_E, W_pos, W_U = params["embed.W_E"], params["pos_embed.W_pos"], params["unembed.W_U"]
+    attention, mlp = _sublayers(params)
+    watched = _Watched(layer_norm, block_forward, attention, mlp)
+    with torch.no_grad():
+        got = gpt_forward(
+            tokens,
+            params,
+            n_layers,
+            watched.layer_norm,
+            watched.block_forward,
+            watched.attention,
+            watched.mlp,
+        )
+    if not isinstance(got, Tensor) or tuple(got.shape) != tuple(expected_logits.shape):
+        shape = list(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        raise AssertionError(
+            f"expected logits [batch, pos, d_vocab] = {list(expected_logits.shape)}, got {shape}"
+        )
+    blocks = watched.blocks
+    if not blocks:
+        raise AssertionError(
+            "your gpt_forward never called the block_forward it is given: each of the "
+            f"{n_layers} blocks is resid = block_forward(resid, ln1, attn, ln2, mlp), and "
+            "the check watches those calls to compare the stream hook by hook"
+        )
+
+    def fail(row, cause: str) -> AssertionError:
+        return AssertionError(
+            f"the first hook that differs is {row.describe()}. Likely cause: {cause}"
+        )
+
+    # The embeddings: what block 0 reads.
+    row = _stream_differs(
+        "blocks.0.hook_resid_pre", blocks[0]["pre"], cache["blocks.0.hook_resid_pre"]
+    )
+    if row:
+        raise fail(row, _embedding_cause(blocks[0]["pre"], tokens, W_E, W_pos, cache))
+    for L, record in enumerate(blocks[:n_layers]):
+        p = f"blocks.{L}"
+        if L:
+            row = _stream_differs(
+                f"{p}.hook_resid_pre", record["pre"], cache[f"{p}.hook_resid_pre"]
+            )
+            if row:
+                if close(BLOCK_ATOL, BLOCK_RTOL)(record["pre"], cache["blocks.0.hook_resid_pre"]):
+                    cause = (
+                        f"block {L} reads the embeddings: each block reads the stream the "
+                        "block before wrote, resid = block_forward(resid, ...)"
+                    )
+                else:
+                    cause = f"block {L} should read what block {L - 1} returned"
+                raise fail(row, cause)
+        if record["mid"] is None:
+            raise AssertionError(f"block {L}'s ln2 was never called: resid_mid never reached it")
+        for hook in ("mid", "post"):
+            name = f"{p}.hook_resid_{hook}"
+            row = _stream_differs(name, record[hook], cache[name])
+            if row:
+                raise fail(row, _block_cause(L, record, hook, params, n_layers))
+    last = f"blocks.{n_layers - 1}.hook_resid_post"
+    if len(blocks) != n_layers:
+        raise AssertionError(
+            f"block_forward ran {len(blocks)} times; the model has {n_layers} blocks, one "
+            "call each: for layer in range(n_layers)"
+        )
+
+    # The final LayerNorm: the LayerNorms run after the last block.
+    ln_w, ln_b = params["ln_final.w"], params["ln_final.b"]
+    normalized = cache["ln_final.hook_normalized"]
+    ln_out = normalized * ln_w + ln_b
+    finals = [call for call in watched.outside if call["after"] == n_layers]
+    if len(finals) > 1:
+        raise AssertionError(
+            f"layer_norm ran {len(finals)} times after the last block; the final LayerNorm "
+            "runs once, on the last block's output"
+        )
+    if finals:
+        call = finals[0]
+        names = ["ln_final.w", "ln_final.b"] + [
+            f"blocks.{i}.{n}.{wb}" for i in range(n_layers) for n in ("ln1", "ln2") for wb in "wb"
+        ]
+        w, b = _param_name(call["w"], params, names), _param_name(call["b"], params, names)
+        ones, zeros = torch.ones_like(ln_w), torch.zeros_like(ln_b)
+        with torch.no_grad():
+            got_normalized = solutions.layer_norm(call["x"], ones, zeros)
+        row = _stream_differs("ln_final.hook_normalized", got_normalized, normalized)
+        if row:
+            raise fail(row, f"the final LayerNorm reads the last block's output, {last}")
+        row = _stream_differs("ln_final.hook_out", call["out"], ln_out)
+        if row:
+            cause = (
+                f"the final LayerNorm is layer_norm(x, {w}, {b}): use ln_final.w and ln_final.b"
+                if (w, b) != ("ln_final.w", "ln_final.b")
+                else "ln_final.hook_normalized * ln_final.w + ln_final.b"
+            )
+            raise fail(row, cause)
+
+    # The logits.
+    row = compare_tensors("hook_unembed", got, expected_logits, BLOCK_ATOL, BLOCK_RTOL)
+    if not row.passed:
+        resid = cache[last]
+        b_U = params["unembed.b_U"]
+        cause = _diagnose(
+            got,
+            [
+                (
+                    resid @ W_U + b_U,
+                    "the final LayerNorm is missing: the unembedding reads ln_final of the last "
+                    "block's output, not the stream itself",
+                ),
+                (ln_out @ W_U, "b_U is missing: the logits are ln_final(resid) @ W_U + b_U"),
+                (ln_out @ W_U + 2 * b_U, "b_U is added twice: once, after W_U"),
+                (
+                    normalized @ W_U + b_U,
+                    "the final LayerNorm lacks its gain and shift (ln_final.w, ln_final.b)",
+                ),
+            ],
+            BLOCK_ATOL,
+            BLOCK_RTOL,
+        )
+        if cause and cause.startswith("the final LayerNorm is missing"):
+            row = compare_tensors(
+                "ln_final.hook_normalized", resid, normalized, BLOCK_ATOL, BLOCK_RTOL
+            )
+        elif cause is None:
+            cause = "the logits are ln_final(resid) @ W_U + b_U"
+        raise fail(row, cause)
+    final = "ln_final.hook_normalized, " if finals else ""
+    print(
+        f"Correct: your GPT gives the reference's blocks.L.hook_resid_pre, hook_resid_mid and "
+        f"hook_resid_post for all {n_layers} blocks, {final}and the logits (with a nonzero "
+        f"b_U; atol {BLOCK_ATOL:g}, rtol {BLOCK_RTOL:g})."
+    )
+
+
 @exercise(solutions.count_parameters)
 def check_parameter_count(count_parameters: Callable) -> None:
     """Check ``count_parameters(cfg) -> int``: the parameters of a GPT-2-style model with the

@@ -1,8 +1,11 @@
 """The solutions of chapter 05's exercises.
 
-Each is written once, here: the chapter's check falls back on it while the reader's
-function is still a stub, and the chapter's folded solution cell shows its source.
+Each is written once, here: the chapter's check falls back on it while the
+reader's function is still a stub, and the chapter's folded solution cell shows
+its source.
 """
+
+import torch
 
 
 def layer_norm(x, w, b, eps=1e-5):
@@ -28,3 +31,27 @@ def count_parameters(cfg):
     norms = 2 * 2 * d  # ln1, ln2
     block = attn + mlp + norms
     return cfg.d_vocab * d + cfg.n_ctx * d + cfg.n_layers * block + 2 * d
+
+
+def gpt_forward(
+    tokens, params, n_layers, layer_norm, block_forward, attention, mlp
+):
+    """tokens[batch, pos] -> logits[batch, pos, d_vocab]: embed, n_layers
+    blocks, the final LayerNorm, unembed."""
+
+    def block_parts(layer):  # block `layer`'s four parts, each of one tensor
+        p = f"blocks.{layer}."
+        return (
+            lambda x: layer_norm(x, params[p + "ln1.w"], params[p + "ln1.b"]),
+            lambda x: attention(x, layer),
+            lambda x: layer_norm(x, params[p + "ln2.w"], params[p + "ln2.b"]),
+            lambda x: mlp(x, layer),
+        )
+
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
+    resid = W_E[tokens] + W_pos[positions]  # the stream starts as their sum
+    for layer in range(n_layers):
+        resid = block_forward(resid, *block_parts(layer))
+    final = layer_norm(resid, params["ln_final.w"], params["ln_final.b"])
+    return final @ params["unembed.W_U"] + params["unembed.b_U"]
