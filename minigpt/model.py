@@ -169,8 +169,8 @@ class GPT(nn.Module):
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -pos:]
         else:
             positions = (past + torch.arange(pos, device=device)).expand(batch, pos)
-        mask = None
-        if attention_mask is not None or past > 0:
+        mask = None  # without padding, attention applies the causal mask itself
+        if attention_mask is not None:
             mask = attention_mask_for(batch, past, pos, attention_mask, device=device)
 
         embed = self.embed(tokens)
