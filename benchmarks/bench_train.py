@@ -140,6 +140,13 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, help="device peak, for MFU")
     parser.add_argument("--skip-hf", action="store_true", help="leave out the HF model")
+    parser.add_argument(
+        "--loss-steps",
+        type=int,
+        default=0,
+        help="also train the preset on its corpus this many steps in float32 and in bf16 "
+        "and compare the losses (default: 0, not done)",
+    )
     return parser.parse_args()
 
 
@@ -221,6 +228,33 @@ def _print_compile_payback(results: dict, warm: dict, warmup: int) -> None:
                 f"{name}: compiling took {extra:.0f} s, {saved * 1e3:.1f} ms saved a step: pays "
                 f"for itself after {extra / saved:,.0f} steps"
             )
+
+
+def compare_losses(preset: str, steps: int, device: torch.device) -> None:
+    """Train the preset on its corpus from the same seed in float32 and in bf16 autocast and
+    print the two runs' final training loss (mean of the last 10 steps) and validation loss."""
+    from minigpt.presets import plan_run
+    from minigpt.train import train
+
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        changes = {"max_steps": steps, "precision": precision, "eval_interval": steps}
+        plan = plan_run(preset, train_changes=changes)
+        model, data = plan.materialize()
+        start = time.perf_counter()
+        run = train(model, data, plan.train, device=device, progress=False)
+        seconds = time.perf_counter() - start
+        val = [r["val_loss"] for r in run.history if "val_loss" in r][-1]
+        results[precision] = (float(np.mean(run.losses[-10:])), val, seconds)
+        print(
+            f"{precision:9} {steps} steps of {preset}: train loss {results[precision][0]:.4f}, "
+            f"val loss {val:.4f}, {seconds:.0f} s"
+        )
+    (t32, v32, s32), (t16, v16, s16) = results["float32"], results["bfloat16"]
+    print(
+        f"bf16 - float32: train loss {t16 - t32:+.4f}, val loss {v16 - v32:+.4f} "
+        f"({100 * (v16 - v32) / v32:+.2f}%); bf16 took {s16 / s32:.2f}x the time"
+    )
 
 
 # main runs a little past 80 lines: the variants are closures over one run's settings (model
@@ -313,6 +347,9 @@ def main() -> None:
     )
     _print_table(results, rows, flops, gemm, peak_tflops(device, args.peak_tflops))
     _print_compile_payback(results, warm, args.warmup)
+    if args.loss_steps:
+        print()
+        compare_losses(args.preset, args.loss_steps, device)
 
 
 if __name__ == "__main__":
