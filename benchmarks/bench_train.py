@@ -217,6 +217,8 @@ def _run_rounds(steps: dict, device, warmup: int, repeats: int, n: int) -> tuple
 
 
 def _print_compile_payback(results: dict, warm: dict, warmup: int) -> None:
+    """After how many steps each compiled row's compile time is paid back (a second run
+    compiles faster: torch keeps compiled graphs in a cache on disk)."""
     for name in [n for n in results if "torch.compile" in n]:
         eager = name.replace(", torch.compile", "")
         saved = results[eager] - results[name]
