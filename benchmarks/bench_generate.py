@@ -1,11 +1,17 @@
-"""Tokens per second of batch-1 greedy generation with GPT-2 small.
+"""Tokens per second of batch-1 greedy generation with GPT-2 small, against the memory limit.
 
 Compares, in one run and on the same weights and prompt (rows interleaved, best of
 ``--repeats``, so that load from other processes falls on every row alike): our ``generate`` with the
 key/value cache, our ``generate`` without it, Hugging Face ``generate(do_sample=False)``
-and TransformerLens's ``bridge.generate(do_sample=False)``. Every row must produce the
-same tokens (checked); the table gives seconds (best of ``--repeats``), tokens/s and the
-speed relative to ours with the cache.
+and TransformerLens's ``bridge.generate(do_sample=False)``; and, where the device multiplies
+bf16 natively (``minigpt.precision``) or with ``--bf16``, ours and Hugging Face's with bf16
+weights. Every float32 row must produce the same tokens (checked).
+
+A cached decode step reads every weight once (all but the embeddings, of which it reads a
+row) and the cache, so its speed is bounded by memory bandwidth. The same run measures the
+read bandwidth (a sum and a matrix-vector product over a 512 MB tensor, the faster counts,
+in every round) and prints each row's tokens/s as a fraction of that ceiling:
+``bandwidth / bytes read per token``.
 
     python benchmarks/bench_generate.py                     # 200 new tokens on CPU
     python benchmarks/bench_generate.py --threads 1         # a CPU shared with other jobs
@@ -20,6 +26,7 @@ matrix-vector product took 48 ms with 2 threads on a loaded 2-core machine, 1 ms
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -36,74 +43,147 @@ def timed_once(fn, device: torch.device) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per row")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=["uncached", "hf", "bridge"], help="leave a row out")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def read_bandwidth(device: torch.device, megabytes: int = 512):
+    """A function measuring bytes/s read from memory: the faster of a sum and a
+    matrix-vector product over one ``megabytes`` float32 tensor (larger than any cache)."""
+    matrix = torch.randn(megabytes * 2**20 // 4 // 4096, 4096, device=device)
+    vector = torch.randn(4096, device=device)
 
-    from minigpt.formats.hf_model import from_hf
-    from minigpt.reference import load_reference
+    def measure() -> float:
+        best = float("inf")
+        for fn in (matrix.sum, lambda: matrix @ vector):
+            for _ in range(3):
+                seconds, _ = timed_once(fn, device)
+                best = min(best, seconds)
+        return matrix.numel() * 4 / best
+
+    return measure
+
+
+def bytes_per_token(model, prompt_tokens: int, new_tokens: int) -> float:
+    """What one cached decode step reads: every weight but the embeddings (one row each, not
+    counted), and the keys and values of the cache at its mean length over the run."""
+    weights = sum(
+        p.numel() * p.element_size()
+        for name, p in model.named_parameters()
+        if name not in ("embed.W_E", "pos_embed.W_pos")
+    )
+    cfg, size = model.cfg, next(model.parameters()).element_size()
+    mean_length = prompt_tokens + new_tokens / 2
+    return weights + 2 * cfg.n_layers * mean_length * cfg.d_model * size
+
+
+def _rows(args, ref, model, prompt):
+    """The rows of the table: name -> (function of a token count, our model of its dtype)."""
     from minigpt.sample import generate
 
-    torch.set_grad_enabled(False)
-    ref = load_reference(device=args.device)
-    device = ref.device
-    model = from_hf(ref.hf_model).eval()
-    gen = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, 50257, (1, args.prompt_tokens), generator=gen).to(device)
-    n = args.new_tokens
-
-    def hf(k):
-        return ref.hf_model.generate(prompt, attention_mask=torch.ones_like(prompt),
-                                     max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                                     pad_token_id=50256)  # fmt: skip
+    def hf_of(hf_model):
+        return lambda k: hf_model.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                           max_new_tokens=k, min_new_tokens=k, do_sample=False,
+                                           pad_token_id=50256)  # fmt: skip
 
     def bridge(k):
         return ref.bridge.generate(prompt, max_new_tokens=k, do_sample=False, stop_at_eos=False,
                                    verbose=False, return_type="tokens")  # fmt: skip
 
     rows = {
-        "minigpt, KV cache": lambda k: generate(model, prompt, k, temperature=0),
-        "minigpt, no cache": lambda k: generate(
-            model, prompt, k, temperature=0, use_kv_cache=False
-        ),
-        "Hugging Face generate": hf,
-        "TransformerLens bridge": bridge,
-    }
+        "minigpt, KV cache": (lambda k: generate(model, prompt, k, temperature=0), model),
+        "minigpt, no cache": (
+            lambda k: generate(model, prompt, k, temperature=0, use_kv_cache=False), None),
+        "Hugging Face generate": (hf_of(ref.hf_model), model),
+        "TransformerLens bridge": (bridge, model),
+    }  # fmt: skip
     skip = {"uncached": "minigpt, no cache", "hf": "Hugging Face generate",
             "bridge": "TransformerLens bridge"}  # fmt: skip
     for key in args.skip:
         rows.pop(skip[key])
+    if args.bf16:
+        model16 = copy.deepcopy(model).to(torch.bfloat16)
+        rows["minigpt, KV cache, bf16"] = (
+            lambda k: generate(model16, prompt, k, temperature=0),
+            model16,
+        )
+        if "hf" not in args.skip:
+            hf16 = copy.deepcopy(ref.hf_model).to(torch.bfloat16)
+            rows["Hugging Face generate, bf16"] = (hf_of(hf16), model16)
+    return rows  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per row")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["uncached", "hf", "bridge"], help="leave a row out")  # fmt: skip
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 rows (default: where bf16 is native)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from minigpt.formats.hf_model import from_hf
+    from minigpt.precision import bf16_support
+    from minigpt.reference import load_reference
+
+    torch.set_grad_enabled(False)
+    ref = load_reference(device=args.device)
+    device = ref.device
+    support = bf16_support(device)
+    args.bf16 = support.native if args.bf16 is None else args.bf16
+    model = from_hf(ref.hf_model).eval()
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 50257, (1, args.prompt_tokens), generator=gen).to(device)
+    n = args.new_tokens
+    rows = _rows(args, ref, model, prompt)
 
     print(f"GPT-2 small ({ref.weights} weights) on {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch 1, prompt {args.prompt_tokens} tokens, "
           f"{n} new tokens, greedy, best of {args.repeats}")  # fmt: skip
-    for fn in rows.values():
+    print(f"bf16 on this machine: {'native' if support.native else 'NOT native'}: "
+          f"{support.reason}")  # fmt: skip
+    bandwidth = read_bandwidth(device)
+    for fn, _ in rows.values():
         fn(4)  # warm up (allocations, first-call overheads)
     results = {name: float("inf") for name in rows}
-    outputs = {}
+    outputs, best_bandwidth = {}, bandwidth()
     for _ in range(args.repeats):  # interleaved: load on a shared machine hits every row alike
-        for name, fn in rows.items():
+        for name, (fn, _) in rows.items():
             seconds, out = timed_once(lambda fn=fn: fn(n), device)
             results[name], outputs[name] = min(results[name], seconds), out.to("cpu")
-    base = results["minigpt, KV cache"]
-    print(f"{'implementation':<24} {'seconds':>8} {'tokens/s':>9} {'vs ours+cache':>14}")
-    for name, seconds in results.items():
-        print(f"{name:<24} {seconds:>8.2f} {n / seconds:>9.1f} {base / seconds:>13.2f}x")
+        best_bandwidth = max(best_bandwidth, bandwidth())
+    _print_table(results, rows, n, args.prompt_tokens, best_bandwidth)
+    fp32 = [name for name in results if "bf16" not in name]
     reference_tokens = outputs["minigpt, KV cache"]
-    same = {name: torch.equal(out, reference_tokens) for name, out in outputs.items()}
+    same = {name: torch.equal(outputs[name], reference_tokens) for name in fp32}
     print("same tokens as minigpt+cache: " + ", ".join(f"{k}: {v}" for k, v in same.items()))
+    if "minigpt, KV cache, bf16" in outputs:
+        new16, new32 = outputs["minigpt, KV cache, bf16"][0, -n:], reference_tokens[0, -n:]
+        agree = int((new16 == new32).cumprod(0).sum())
+        print(f"bf16 weights: the first {agree} of {n} greedy tokens equal float32's")
     if "minigpt, no cache" in results:
-        print(f"cache speed-up: {results['minigpt, no cache'] / base:.1f}x")
+        print(f"cache speed-up: {results['minigpt, no cache'] / results['minigpt, KV cache']:.1f}x")
     return 0 if all(same.values()) else 1
+
+
+def _print_table(results, rows, n: int, prompt_tokens: int, bandwidth: float) -> None:
+    base = results["minigpt, KV cache"]
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (best round); ceiling = bandwidth / bytes "
+          "read per token")  # fmt: skip
+    print(f"{'implementation':<28} {'seconds':>8} {'tokens/s':>9} {'MB/token':>9} "
+          f"{'ceiling':>8} {'of ceiling':>10} {'vs ours+cache':>14}")  # fmt: skip
+    for name, seconds in results.items():
+        tok_s, model = n / seconds, rows[name][1]
+        if model is None:  # without the cache a step reads more than the weights
+            mb, ceiling, frac = "n/a", "n/a", "n/a"
+        else:
+            per_token = bytes_per_token(model, prompt_tokens, n)
+            mb, top = f"{per_token / 1e6:.0f}", bandwidth / per_token
+            ceiling, frac = f"{top:.1f}", f"{100 * tok_s / top:.0f}%"
+        print(f"{name:<28} {seconds:>8.2f} {tok_s:>9.1f} {mb:>9} {ceiling:>8} {frac:>10} "
+              f"{base / seconds:>13.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

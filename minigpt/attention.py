@@ -27,7 +27,6 @@ from minigpt.kv_cache import KVCache
 __all__ = ["ATTN_IMPLS", "Attention", "attention", "attention_mask_for", "check_attn_impl"]
 
 ATTN_IMPLS = ("sdpa", "einsum")
-SMALL_INPUT_ROWS = 16  # batch * pos up to which the fused path projects with a batched matmul
 
 
 def check_attn_impl(impl: str) -> str:
@@ -232,6 +231,7 @@ class Attention(nn.Module):
             nn.init.normal_(w, std=cfg.init_range)
         # Writes into the residual stream: scaled like GPT-2 (see MLP.W_out).
         nn.init.normal_(self.W_O, std=cfg.init_range / math.sqrt(2 * cfg.n_layers))
+        self._fused = None  # (key, sources, (weight, bias)): see fused_qkv
 
     def forward(
         self,
@@ -253,25 +253,14 @@ class Attention(nn.Module):
                 ``hook_attn_scores`` and ``hook_pattern`` (``[batch, n_heads, query_pos,
                 key_pos]``) and ``hook_z``. Recording always uses the einsum path.
         """
+        if self.impl == "sdpa" and acts is None:
+            return self._forward_fused(x, mask, cache)
         q = self._project(x, self.W_Q, self.b_Q)
         k = self._project(x, self.W_K, self.b_K)
         v = self._project(x, self.W_V, self.b_V)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        if self.impl == "sdpa" and acts is None:
-            n_q, n_k = q.shape[2], k.shape[2]
-            if mask is None and n_q not in (1, n_k):
-                mask = _causal_mask(n_q, n_k, q.device)[None]
-            z = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=None if mask is None else mask[:, None],  # the same for every head
-                # sdpa's own causal mask assumes the queries are the first n_q positions.
-                is_causal=mask is None and n_q == n_k and n_q > 1,
-            )
-        else:
-            z = self._attend_einsum(q, k, v, mask, acts)
+        z = self._attend_einsum(q, k, v, mask, acts)
         # z: [batch, n_heads, pos, d_head]; each head writes back through its slice of W_O.
         out = (
             einops.einsum(
@@ -293,18 +282,71 @@ class Attention(nn.Module):
             )
         return out
 
+    def _forward_fused(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        mask: Bool[Tensor, "batch pos key_pos"] | None,
+        cache: KVCache | None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The same attention in as few kernels as the maths allows: one matrix product for
+        the queries, keys and values of every head, the fused ``scaled_dot_product_attention``,
+        and one matrix product (with its bias) back into the residual stream."""
+        batch, pos, _ = x.shape
+        n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
+        w_qkv, b_qkv = self.fused_qkv()
+        qkv = F.linear(x, w_qkv, b_qkv).view(batch, pos, 3, n_heads, d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, n_heads, pos, d_head]
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        n_k = k.shape[2]
+        if mask is None and pos not in (1, n_k):
+            mask = _causal_mask(pos, n_k, q.device)[None]
+        z = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if mask is None else mask[:, None],  # the same for every head
+            # sdpa's own causal mask assumes the queries are the first pos of n_k positions.
+            is_causal=mask is None and pos == n_k and pos > 1,
+        )
+        z = z.transpose(1, 2).reshape(batch, pos, n_heads * d_head)
+        # W_O[n_heads, d_head, d_model] is already one [n_heads * d_head, d_model] matrix.
+        return F.linear(z, self.W_O.reshape(n_heads * d_head, -1).T, self.b_O)
+
+    def fused_qkv(self) -> tuple[Float[Tensor, "qkv d_model"], Float[Tensor, " qkv"]]:
+        """``W_Q, W_K, W_V`` as one ``[3 * n_heads * d_head, d_model]`` matrix (the layout of
+        ``F.linear``'s weight) and ``b_Q, b_K, b_V`` as one bias: rows ``h * d_head + i`` of
+        the first third are ``W_Q[h, :, i]``, then the same for keys and values.
+
+        While gradients flow to the weights it is built afresh each call (its backward splits
+        the gradient back into the three). Without gradients (generation) it is kept and
+        rebuilt only when a weight changes, so that decoding reads each weight once a token.
+        """
+        params = (self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._build_fused_qkv()
+        # A weight changed if its storage or its version counter (bumped by every in-place
+        # write: an optimizer step, load_state_dict, .to(dtype)) did. The sources are held,
+        # so that freed storage cannot come back at the same address.
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._fused is None or self._fused[0] != key:
+            with torch.no_grad():
+                fused = self._build_fused_qkv()
+            self._fused = (key, [p.detach() for p in params], fused)
+        return self._fused[2]
+
+    def _build_fused_qkv(self) -> tuple[Tensor, Tensor]:
+        w = torch.cat([self.W_Q, self.W_K, self.W_V])  # [3 * n_heads, d_model, d_head]
+        w = w.transpose(1, 2).reshape(-1, self.cfg.d_model)
+        b = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(-1)
+        return w, b
+
     def _project(
         self,
         x: Float[Tensor, "batch pos d_model"],
         W: Float[Tensor, "n_heads d_model d_head"],
         b: Float[Tensor, "n_heads d_head"],
     ) -> Float[Tensor, "batch n_heads pos d_head"]:
-        if self.impl == "sdpa" and x.shape[0] * x.shape[1] <= SMALL_INPUT_ROWS:
-            # A few rows (generation: one new token a step): a batched matmul over heads uses
-            # W[n_heads, d_model, d_head] in place, where einsum first copies W into one
-            # [d_model, n_heads * d_head] matrix; 3x faster for one token on a CPU. For many
-            # rows that single large matmul wins, so einsum stays.
-            return torch.matmul(x[:, None], W) + b[:, None, :]
         return (
             einops.einsum(
                 x, W, "batch pos d_model, n_heads d_model d_head -> batch n_heads pos d_head"

@@ -30,6 +30,7 @@ from minigpt.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint
 from minigpt.data import tokenizer_fingerprint
 from minigpt.device import resolve_device
 from minigpt.formats.hf_model import from_hf
+from minigpt.precision import DTYPES, describe, generation_precision
 from minigpt.presets import get_tokenizer
 from minigpt.reference import ReferenceUnavailable, load_reference
 from minigpt.sample import Sampler, stream
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the one recorded in the checkpoint)",
     )
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps, ...")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="weights' dtype; auto: bfloat16 where the device multiplies it natively (a GPU "
+        "from capability 8.0), else float32",
+    )
     g = p.add_argument_group("sampling")
     g.add_argument("--max-new-tokens", type=int, default=100)
     g.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
@@ -240,6 +248,10 @@ def _run(args) -> int:
             presence_penalty=args.presence_penalty,
         )
         model, tokenizer, note = load_model(args.model, args.weights, args.tokenizer, device)
+        where = next(model.parameters()).device
+        chosen = generation_precision(where, args.precision)
+        model = model.to(DTYPES[chosen])
+        note += f"\nWeights in {describe(where, args.precision, chosen)}."
         ids = encode_prompt(tokenizer, args.prompt)
     except ReferenceUnavailable as err:  # name the flag the user typed, not the library's argument
         if args.weights:

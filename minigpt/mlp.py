@@ -6,6 +6,7 @@ import math
 
 import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -45,7 +46,10 @@ class MLP(nn.Module):
         self, x: Float[Tensor, "batch pos d_model"], acts: dict[str, Tensor] | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
         """``acts``, when given, receives ``hook_pre`` and ``hook_post`` (the hidden layer
-        before and after the GELU), named as in TransformerLens."""
+        before and after the GELU), named as in TransformerLens. Without ``acts`` the same
+        maths runs in fused kernels (:meth:`forward_fused`)."""
+        if acts is None:
+            return self.forward_fused(x)
         pre = (
             einops.einsum(x, self.W_in, "batch pos d_model, d_model d_mlp -> batch pos d_mlp")
             + self.b_in
@@ -58,3 +62,12 @@ class MLP(nn.Module):
             einops.einsum(post, self.W_out, "batch pos d_mlp, d_mlp d_model -> batch pos d_model")
             + self.b_out
         )
+
+    def forward_fused(
+        self, x: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """:meth:`forward` in three kernels: each product lands on its bias in one call
+        (``F.linear``, an addmm), and torch's tanh-approximated GELU is ``gelu_new`` in one
+        pass (equal to it within 5e-7) instead of eight, forward and backward."""
+        pre = F.linear(x, self.W_in.T, self.b_in)
+        return F.linear(F.gelu(pre, approximate="tanh"), self.W_out.T, self.b_out)

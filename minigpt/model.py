@@ -119,10 +119,15 @@ class GPT(nn.Module):
                 f"tokens must be non-empty, got shape {tuple(tokens.shape)}; give at least one "
                 "token, e.g. <|endoftext|> (50256 for GPT-2) to generate from nothing"
             )
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= self.cfg.d_vocab:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.cfg.d_vocab})")
+        # Reading the ids' range would split a torch.compile graph in two (the values are data,
+        # not shapes); compiled, an id out of range fails in the embedding lookup instead.
+        if not torch.compiler.is_compiling():
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.cfg.d_vocab:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"token id {bad} is outside the vocabulary [0, {self.cfg.d_vocab})"
+                )
         past = 0
         if cache is not None:
             if cache.n_layers != self.cfg.n_layers:
@@ -169,8 +174,8 @@ class GPT(nn.Module):
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -pos:]
         else:
             positions = (past + torch.arange(pos, device=device)).expand(batch, pos)
-        mask = None
-        if attention_mask is not None or past > 0:
+        mask = None  # without padding, attention applies the causal mask itself
+        if attention_mask is not None:
             mask = attention_mask_for(batch, past, pos, attention_mask, device=device)
 
         embed = self.embed(tokens)

@@ -40,14 +40,13 @@ from minigpt.checkpoint import (
 )
 from minigpt.data import TokenData
 from minigpt.files import FileLock
+from minigpt.precision import DTYPES, PRECISIONS, resolve_precision
 from minigpt.settings import Allowed, check_fields, flag, setting
 
 __all__ = ["TrainConfig", "TrainResult", "TrainRun", "TrainingDiverged", "lm_loss", "lr_at",
            "param_groups", "train"]  # fmt: skip
 
 # -- the settings -------------------------------------------------------------------------
-
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 SEEDS = Allowed(int, low=0, high=2**64 - 1)  # what torch's generators take: 64 unsigned bits
@@ -85,7 +84,8 @@ class TrainConfig:
     )
     log_interval: int = setting(1, POSITIVE, "steps between lines of metrics.jsonl", resumable=True)
     seed: int = flag(0, SEEDS, "seed of the data order and the init")
-    # auto: bfloat16 autocast on CUDA (float16 and a gradient scaler without bf16), else float32
+    # auto: bfloat16 autocast where the device multiplies bf16 natively (minigpt.precision),
+    # float16 and a gradient scaler on older CUDA GPUs, float32 elsewhere
     precision: str = flag("auto", Allowed(str, choices=PRECISIONS), "autocast dtype")
     compile: bool = flag(False, BOOL, "torch.compile the model for training", resumable=True)
     fused_adamw: bool | None = setting(
@@ -196,13 +196,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def precision_for(device: torch.device, precision: str) -> tuple[torch.dtype | None, bool]:
     """``(autocast dtype or None, use a gradient scaler)`` for a device and a precision name."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None, False
-        precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if precision == "float32":
+    dtype = DTYPES[resolve_precision(device, precision)]
+    if dtype == torch.float32:
         return None, False
-    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
     return dtype, dtype == torch.float16 and device.type == "cuda"
 
 
@@ -281,7 +277,8 @@ class TrainRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_at(step, cfg) / cfg.lr
         )
-        self.autocast_dtype, use_scaler = precision_for(self.device, cfg.precision)
+        self.precision = resolve_precision(self.device, cfg.precision)  # what auto became
+        self.autocast_dtype, use_scaler = precision_for(self.device, self.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -563,6 +560,7 @@ def train(
         raise
     stop = threading.Event()
     bar = run.progress_bar(progress)
+    bar.set_description(f"training in {run.precision}")  # what precision="auto" chose, on screen
     try:
         with _sigint_sets(stop), run.profiler() as prof:
             while run.step < cfg.max_steps:

@@ -330,3 +330,35 @@ def test_bad_types_raise_type_error():
         attention(Q, K.double(), V.double())
     with pytest.raises(TypeError, match=r"^scale must be a float or None"):
         attention(Q, K, V, scale=torch.tensor(0.5))
+
+
+def test_fused_qkv_is_the_three_projections_and_follows_weight_changes():
+    """The fused path's one QKV matrix holds W_Q, W_K, W_V; the copy kept for generation is
+    rebuilt after an in-place update (an optimizer step) and after a change of dtype."""
+    cfg = GPTConfig(d_model=16, n_heads=4, d_head=4, d_mlp=64, n_layers=1, n_ctx=8, d_vocab=10)
+    torch.manual_seed(0)
+    attn = Attention(cfg, impl="sdpa")
+    x = torch.randn(2, 6, 16)
+    w, b = attn.fused_qkv()
+    q = einops.einsum(
+        x, attn.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+    )
+    close(F.linear(x, w, b)[..., :16].view(2, 6, 4, 4), q + attn.b_Q)
+
+    def both():
+        return attn(x), Attention.forward(attn, x, acts={})  # fused, then the einsum path
+
+    with torch.no_grad():
+        fused, einsum = both()
+        close(fused, einsum)
+        assert attn.fused_qkv()[0] is attn.fused_qkv()[0]  # kept while nothing changes
+        attn.W_K.mul_(2.0)
+        fused2, einsum2 = both()
+        assert not torch.allclose(fused2, fused)
+        close(fused2, einsum2)
+    loss = attn(x).square().sum()  # with gradients: built afresh, gradients reach W_Q
+    loss.backward()
+    assert attn.W_Q.grad is not None and attn.W_Q.grad.abs().sum() > 0
+    attn.double()
+    with torch.no_grad():
+        close(attn(x.double()), Attention.forward(attn, x.double(), acts={}))

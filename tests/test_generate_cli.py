@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import subprocess
 import sys
@@ -248,3 +249,20 @@ def test_ctrl_c_pressed_twice_exits_130_with_one_line(checkpoint):
     text = err.decode()
     assert proc.returncode == 130, text
     assert text == "minigpt-generate: interrupted (exit code 130)\n"
+
+
+def test_precision_flag_gives_bf16_weights_and_says_so(capsys, checkpoint, tokenizer):
+    from minigpt.sample import generate
+
+    path, model = checkpoint
+    code, out, err = run(capsys, "Hello", "--model", path, "--temperature", 0,
+                         "--max-new-tokens", 4, "--stop-token", 0, "--precision", "bfloat16")  # fmt: skip
+    assert code == 0, err
+    assert "Weights in bfloat16 (asked for; bf16 " in err
+    prompt = torch.tensor([[50256, *tokenizer.encode("Hello")]])
+    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    expected = generate(model16, prompt, 4, temperature=0, stop_tokens=[0])
+    new = [t for t in expected[0, prompt.shape[1] :].tolist() if t != 0]
+    assert out == "Hello" + tokenizer.decode(new) + "\n"
+    code, _, err = run(capsys, "Hello", "--model", path, "--max-new-tokens", 1)
+    assert code == 0 and "Weights in float32 (chosen by auto; " in err  # a CPU: float32
