@@ -1,1 +1,2 @@
-"""The exercises\x27 solutions, a module a chapter; the chapters show them from here."""
+"""The exercises' solutions, a module a chapter; the chapters show them from
+here."""
