@@ -1,9 +1,16 @@
 """The chapter-01 exercise checks accept right answers and name the typical wrong ones."""
 
+import re
+
 import pytest
 
 from minigpt.exercises import ch01
-from minigpt.exercises.ch01 import check_encode_word, check_merge, check_pair_counts
+from minigpt.exercises.ch01 import (
+    check_encode_word,
+    check_merge,
+    check_pair_counts,
+    check_train_bpe,
+)
 
 
 def right_merge(ids, pair, new_id):
@@ -125,3 +132,80 @@ def test_encode_word_check_diagnoses_a_single_merge():
 
     with pytest.raises(AssertionError, match=r"for ' hello'.*expected \[23748\]"):
         check_encode_word(one_merge)
+
+
+def right_train(ids, n_merges):
+    merges = []
+    for new_id in range(256, 256 + n_merges):
+        counts = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        top = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == top)
+        ids = right_merge(ids, pair, new_id)
+        merges.append(pair)
+    return merges
+
+
+def test_train_bpe_check_accepts_a_right_answer(capsys):
+    assert check_train_bpe(right_train) is right_train
+    assert "Correct: your merges equal minigpt.bpe.train_merges'" in capsys.readouterr().out
+
+
+def first_seen_train(ids, n_merges):  # max() keeps the first of equal counts
+    merges = []
+    for new_id in range(256, 256 + n_merges):
+        counts = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        pair = max(counts, key=counts.get)
+        ids = right_merge(ids, pair, new_id)
+        merges.append(pair)
+    return merges
+
+
+def counted_once_train(ids, n_merges):  # the merges are the top pairs of the raw bytes
+    counts = {}
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return sorted(counts, key=lambda p: (-counts[p], p))[:n_merges]
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (first_seen_train, "the one seen first in the text"),
+        (counted_once_train, "counted the pairs once"),
+        *((mistake, hint[:30]) for mistake, hint in ch01.TRAIN_MISTAKES),
+    ],
+)
+def test_train_bpe_check_diagnoses_typical_mistakes(wrong, diagnosis):
+    with pytest.raises(AssertionError, match=r"Likely cause: .*" + re.escape(diagnosis)):
+        check_train_bpe(wrong)
+
+
+def test_train_bpe_check_names_a_loop_that_does_not_stop():
+    def no_stop(ids, n_merges):  # min() of no pairs raises ValueError
+        merges = []
+        for new_id in range(256, 256 + n_merges):
+            counts = ch01.pair_counts(ids)
+            pair = min(counts, key=lambda p: (-counts[p], p))
+            ids = right_merge(ids, pair, new_id)
+            merges.append(pair)
+        return merges
+
+    with pytest.raises(AssertionError, match="after 7 merges the text is a single token"):
+        check_train_bpe(no_stop)
+
+
+def test_train_bpe_check_wants_the_pairs():
+    with pytest.raises(AssertionError, match="return the list of merged pairs"):
+        check_train_bpe(lambda ids, n: list(range(n)))
+    with pytest.raises(AssertionError, match="missing `return`"):
+        check_train_bpe(lambda ids, n: None)
+    with pytest.raises(AssertionError, match=r"You learned 2 merges, minigpt 3"):
+        check_train_bpe(lambda ids, n: right_train(ids, n)[:2])

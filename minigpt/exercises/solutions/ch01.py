@@ -1,7 +1,8 @@
 """The solutions of chapter 01's exercises.
 
-Each is written once, here: the chapter's check falls back on it while the reader's
-function is still a stub, and the chapter's folded solution cell shows its source.
+Each is written once, here: the chapter's check falls back on it while the
+reader's function is still a stub, and the chapter's folded solution cell
+shows its source.
 """
 
 
@@ -22,6 +23,21 @@ def merge(ids, pair, new_id):
             out.append(ids[i])
             i += 1
     return out
+
+
+def train_bpe(ids, n_merges):
+    """ids: the text's byte ids -> the pairs merged, in order (at most
+    n_merges); merge i makes the new id 256 + i."""
+    merges = []
+    for new_id in range(256, 256 + n_merges):
+        counts = pair_counts(ids)  # recounted: each merge changes the pairs
+        if not counts:
+            break  # the text is a single token: nothing left to merge
+        # The most frequent pair; among equal counts, the smallest pair.
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        ids = merge(ids, pair, new_id)
+        merges.append(pair)
+    return merges
 
 
 def encode_word(ids, ranks):
