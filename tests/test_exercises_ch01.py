@@ -6,6 +6,7 @@ import pytest
 
 from minigpt.exercises import ch01
 from minigpt.exercises.ch01 import (
+    check_decode,
     check_encode_word,
     check_merge,
     check_pair_counts,
@@ -209,3 +210,70 @@ def test_train_bpe_check_wants_the_pairs():
         check_train_bpe(lambda ids, n: None)
     with pytest.raises(AssertionError, match=r"You learned 2 merges, minigpt 3"):
         check_train_bpe(lambda ids, n: right_train(ids, n)[:2])
+
+
+def right_decode(ids, vocab):
+    return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+
+class FakeTokenizer:
+    """A tokenizer of the hand-made vocabulary's kind, without loading GPT-2's files."""
+
+    def __init__(self):
+        self.table = ch01._hand_vocab()
+        self.vocab_size = len(self.table)
+
+    def token_bytes(self, i):
+        return self.table[i]
+
+    def encode(self, text):
+        return list(text.encode("utf-8"))  # bytes only: every prefix ends inside a character
+
+    def decode(self, ids):
+        return right_decode(ids, self.table)
+
+
+def test_decode_check_accepts_a_right_answer(capsys):
+    assert check_decode(right_decode) is right_decode
+    check_decode(right_decode, FakeTokenizer())
+    out = capsys.readouterr().out
+    assert out.count("Correct: your decode reads the joined bytes once") == 2
+    assert f"on {len(ch01.HAND_DECODE_CASES)} cases" in out
+
+
+@pytest.mark.parametrize("tokenizer", [None, FakeTokenizer()], ids=["by hand", "tokenizer"])
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda ids, vocab: "".join(vocab[i].decode() for i in ids), "each token on its own"),
+        (
+            lambda ids, vocab: "".join(vocab[i].decode(errors="replace") for i in ids),
+            "each token on its own",
+        ),
+        (lambda ids, vocab: b"".join(vocab[i] for i in ids).decode(), "errors='replace'"),
+        (
+            lambda ids, vocab: b"".join(vocab[i] for i in ids).decode(errors="ignore"),
+            "errors='ignore' drops",
+        ),
+        (lambda ids, vocab: b"".join(vocab[i] for i in ids).decode("latin-1"), "Latin-1"),
+        (lambda ids, vocab: " ".join(right_decode([i], vocab) for i in ids), "a space between"),
+    ],
+)
+def test_decode_check_diagnoses_typical_mistakes(wrong, diagnosis, tokenizer):
+    with pytest.raises(AssertionError, match=r"Likely cause: .*" + re.escape(diagnosis)):
+        check_decode(wrong, tokenizer)
+
+
+def test_decode_check_wants_text():
+    with pytest.raises(AssertionError, match="returned bytes"):
+        check_decode(lambda ids, vocab: b"".join(vocab[i] for i in ids))
+    with pytest.raises(AssertionError, match="missing `return`"):
+        check_decode(lambda ids, vocab: None)
+
+
+def test_decode_check_says_a_stub_is_not_written(capsys):
+    def decode(ids, vocab):
+        raise NotImplementedError  # your code here
+
+    assert check_decode(decode) is check_decode.solution
+    assert "Correct: the solution's decode" in capsys.readouterr().out

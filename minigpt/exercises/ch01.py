@@ -402,3 +402,128 @@ def check_encode_word(fn: Callable, words: tuple[str, ...] | None = None) -> Non
                 "adjacent pair of the word has a rank."
             )
     print(f"Correct: your BPE reproduces GPT-2's tokens for {len(words)} words.")
+
+
+# -- decoding: join every token's bytes, then read them once
+
+
+def _hand_vocab() -> dict[int, bytes]:
+    """The 256 bytes, and tokens that hold part of a character, as BPE makes them."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab.update(
+        {
+            256: "🙂".encode()[:2],  # f0 9f: the emoji's first two bytes ...
+            257: "🙂".encode()[2:],  # 99 82: ... and its last two
+            258: b" caf" + "é".encode()[:1],  # ' caf' and the first byte of é (c3)
+            259: "é".encode()[1:] + b"!",  # a9, then '!'
+            260: " 日".encode()[:3],  # ' ' and two of the three bytes of 日
+            261: "日".encode()[2:] + "本".encode()[:1],
+            262: "本".encode()[1:],
+        }
+    )
+    return vocab
+
+
+# Whole texts first (a reader who decodes token by token, strictly, fails there), then
+# prefixes that end inside a character and bytes that are never UTF-8.
+HAND_DECODE_CASES = [
+    [104, 105],  # 'hi'
+    [256, 257],  # '🙂' in two tokens
+    [258, 259],  # ' café!'
+    [260, 261, 262],  # ' 日本'
+    [104, 258, 259, 256, 257],
+    [],
+    [256],  # a prefix that ends inside the emoji
+    [258],  # inside é
+    [260, 261],  # inside 本
+    [0xFF, 104],  # a byte that is never UTF-8
+]
+
+DECODE_MISTAKES = [
+    (
+        lambda ids, vocab: "".join(vocab[i].decode("utf-8", errors="replace") for i in ids),
+        "you decoded each token on its own: a token may hold only part of a character, "
+        "and a part alone is not UTF-8. Join all the bytes first, then decode them once",
+    ),
+    (
+        lambda ids, vocab: b"".join(vocab[i] for i in ids).decode("utf-8", errors="ignore"),
+        "errors='ignore' drops the bytes of a split character without a trace; minigpt, "
+        "like GPT-2, shows them as the replacement character U+FFFD (errors='replace')",
+    ),
+    (
+        lambda ids, vocab: b"".join(vocab[i] for i in ids).decode("latin-1"),
+        "you read the bytes as Latin-1, one character per byte: read them as UTF-8",
+    ),
+    (
+        lambda ids, vocab: " ".join(vocab[i].decode("utf-8", errors="replace") for i in ids),
+        "you put a space between tokens: a token's bytes already hold its spaces (a "
+        "word's leading space is part of its token), so join the bytes with nothing between",
+    ),
+]
+
+
+def _decode_cases(tokenizer) -> list[tuple[list[int], object]]:
+    """(ids, vocab): the tokenizer's tokens of a text and every prefix of them, if a tokenizer
+    is given, then the cases of the vocabulary made by hand."""
+    hand = _hand_vocab()
+    cases = [(ids, hand) for ids in HAND_DECODE_CASES]
+    if tokenizer is None:
+        return cases
+    vocab = [tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+    ids = tokenizer.encode(DECODE_TEXT)
+    return [(ids[:end], vocab) for end in range(len(ids), 0, -1)] + cases
+
+
+DECODE_TEXT = "🙂 日本 naïve café"
+
+
+@exercise(solutions.decode)
+def check_decode(fn: Callable, tokenizer=None) -> None:
+    """Check ``fn(ids, vocab) -> str``, where ``vocab[i]`` is the bytes of token ``i``.
+
+    The text must be the tokens' bytes joined, read as UTF-8 once, with bytes that are not
+    UTF-8 (a prefix that ends inside a character) read as U+FFFD: ``errors="replace"``, as
+    :meth:`minigpt.tokenizer.BPETokenizer.decode` does. With ``tokenizer``, first on its
+    tokens of :data:`DECODE_TEXT` and on every prefix of them (longest first: the whole text
+    is valid UTF-8); then on a vocabulary made by hand, with tokens that split an emoji, an
+    accented letter and two Japanese characters.
+    """
+    cases = _decode_cases(tokenizer)
+    for ids, vocab in cases:
+        data = b"".join(vocab[i] for i in ids)
+        if isinstance(vocab, list):  # the tokenizer's ids: its own decode says the text
+            expected = tokenizer.decode(ids)
+        else:
+            expected = data.decode("utf-8", errors="replace")  # BPETokenizer.decode's rule
+        try:
+            got = fn(list(ids), vocab)
+        except UnicodeDecodeError as err:
+            try:
+                data.decode("utf-8")
+                hint = DECODE_MISTAKES[0][1]  # the joined bytes are UTF-8: a token was not
+            except UnicodeDecodeError:
+                hint = (
+                    "decoding raised on bytes that are not UTF-8 (these ids end inside a "
+                    "character, as a prefix of a text can): decode with errors='replace', "
+                    "which reads them as U+FFFD instead of raising"
+                )
+            raise AssertionError(
+                f"decode({ids}) raised {type(err).__name__}: {err}. Likely cause: {hint}."
+            ) from None
+        if got == expected:
+            continue
+        if isinstance(got, bytes):
+            raise AssertionError(
+                f"decode({ids}) returned bytes {got!r}: return the text, a str "
+                f"(here {expected!r}), by decoding the joined bytes as UTF-8"
+            )
+        if got is None:
+            raise AssertionError(f"decode({ids}) returned None. Likely cause: a missing `return`.")
+        hint = matching_mistake(
+            got, DECODE_MISTAKES, lambda got, wrong, c=(ids, vocab): got == wrong(*c)
+        )
+        raise AssertionError(
+            f"decode({ids}) (bytes {data!r}) returned {got!r}, expected {expected!r}."
+            + (f" Likely cause: {hint}." if hint else "")
+        )
+    print(f"Correct: your decode reads the joined bytes once, on {len(cases)} cases.")

@@ -48,3 +48,9 @@ def encode_word(ids, ranks):
         best = min(candidates, key=ranks.get)  # the earliest-learned merge
         ids = merge(ids, best, ranks[best])
     return ids
+
+
+def decode(ids, vocab):
+    """ids: token ids -> text; vocab[i] is the bytes of token i."""
+    data = b"".join(vocab[i] for i in ids)  # all the bytes first
+    return data.decode("utf-8", errors="replace")  # then one read, as UTF-8
