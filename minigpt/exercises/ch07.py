@@ -145,153 +145,6 @@ def check_nucleus_probs(fn: Callable[[Tensor, float, float], Tensor]) -> None:
     print("Correct: temperature, then the nucleus, renormalised: as minigpt.sample.Sampler.")
 
 
-def _beam_step_cases() -> list[tuple[Tensor, Tensor, str]]:
-    """(log_probs [batch, beams, vocab], beam scores [batch, beams], where) to test on."""
-    gen = torch.Generator().manual_seed(0)
-    log_probs = (torch.randn(2, 3, 20, generator=gen) * 2).log_softmax(-1)
-    scores = torch.tensor([[-0.5, -6.0, -7.0], [-1.0, -1.2, -1.5]])  # row 0: one beam leads
-    cases = [(log_probs, scores, "random log-probs, 2 prompts x 3 beams, 20 tokens")]
-    return cases + _beam_search_steps()
-
-
-def _beam_search_steps(num_beams: int = 3, n_steps: int = 4):
-    """The inputs of every step of minigpt.beam.beam_search on a small random GPT."""
-    from minigpt.beam import DEAD, beam_search
-    from minigpt.config import GPTConfig
-    from minigpt.model import GPT
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = GPT(GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=16,
-                              d_vocab=50)).eval()  # fmt: skip
-    prompt = torch.tensor([[1, 2, 3, 4]])
-    trace = []
-    with torch.no_grad():
-        beam_search(model, prompt, num_beams=num_beams, max_new_tokens=n_steps, trace=trace)
-    seqs = [[] for _ in range(num_beams)]
-    scores = torch.full((1, num_beams), DEAD)
-    scores[0, 0] = 0.0  # at the start the beams are copies: only the first may propose
-    cases = []
-    for t, step in enumerate(trace):
-        rows = torch.tensor([[*prompt[0].tolist(), *s] for s in seqs])
-        with torch.no_grad():
-            log_probs = model(rows)[:, -1].log_softmax(-1)[None]
-        cases.append((log_probs, scores, f"step {t} of minigpt's beam_search, {num_beams} beams"))
-        cand = [seqs[int(b)] + [int(tok)] for b, tok in zip(step.parent[0], step.token[0])]
-        seqs = [cand[int(k)] for k in step.kept[0]]
-        scores = step.score[:, step.kept[0]]
-    return cases
-
-
-def _top_candidates(total: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    batch, beams, vocab = total.shape
-    score, index = total.reshape(batch, -1).topk(n, dim=-1)
-    return score, index // vocab, index % vocab
-
-
-@exercise(solutions.beam_step)
-def check_beam_step(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]) -> None:
-    """``fn(log_probs [batch, num_beams, d_vocab], beam_scores [batch, num_beams])
-    -> (score, parent, token)``, each ``[batch, 2 * num_beams]``, best first.
-
-    Each candidate is one beam followed by one token; its score is the beam's running
-    log-probability plus the token's log-probability. The best ``2 * num_beams`` are
-    chosen over all beams and tokens together. Checked against the candidates that
-    :func:`minigpt.beam.beam_search` itself ranked, step by step, on a small random GPT.
-    """
-    for log_probs, scores, where in _beam_step_cases():
-        batch, beams, vocab = log_probs.shape
-        n = 2 * beams
-        want = _top_candidates(log_probs + scores[..., None], n)
-        got = fn(log_probs.clone(), scores.clone())
-        if not (isinstance(got, tuple | list) and len(got) == 3):
-            raise AssertionError("return a tuple (score, parent, token)")
-        for name, value in zip(("score", "parent", "token"), got):
-            if not isinstance(value, Tensor) or value.shape != (batch, n):
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise AssertionError(f"({where}) {name} must have shape {(batch, n)}, got {shape}")
-        score, parent, token = (g.detach() for g in got)
-        pairs_got = parent.long() * vocab + token.long()
-        pairs_want = want[1] * vocab + want[2]
-        if torch.allclose(score.float(), want[0], atol=1e-4) and torch.equal(pairs_got, pairs_want):
-            continue
-        forgot = _top_candidates(log_probs, n)[0]
-        per_beam = (log_probs + scores[..., None]).topk(n // beams, dim=-1).values
-        per_beam = per_beam.reshape(batch, -1).sort(dim=-1, descending=True).values
-        if torch.allclose(score.float(), forgot, atol=1e-4) and not torch.allclose(forgot, want[0]):
-            cause = (
-                "the scores are the token log-probs alone: add each beam's running score, "
-                "log_probs + beam_scores[..., None], before ranking"
-            )
-        elif torch.allclose(score.float(), per_beam, atol=1e-4):
-            cause = (
-                f"you pick {n // beams} candidates per beam; rank all num_beams * d_vocab "
-                "candidates together (flatten the beam and token axes, then topk), so a "
-                "strong beam may supply them all"
-            )
-        elif torch.allclose(score.float(), want[0], atol=1e-4):
-            cause = (
-                "the scores are right but parent/token are not: for an index i into the "
-                "flattened [num_beams * d_vocab] candidates, parent = i // d_vocab and "
-                "token = i % d_vocab"
-            )
-        elif torch.allclose(score.float().sort(-1, descending=True).values, want[0], atol=1e-4):
-            cause = "the right candidates in the wrong order: return them best first"
-        else:
-            cause = f"expected scores {want[0][0].tolist()} (first prompt), got {score[0].tolist()}"
-        raise AssertionError(f"({where}) {cause}")
-    print(
-        "Correct: your candidates equal those minigpt.beam.beam_search ranks at every step "
-        "(best 2 * num_beams over all beams and tokens)."
-    )
-
-
-class _Spy(nn.Module):
-    """Wraps a model and records how many tokens each forward pass was given."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model, self.cfg, self.fed = model, model.cfg, []
-
-    def new_cache(self, batch_size: int):
-        return self.model.new_cache(batch_size)
-
-    def forward(self, tokens: Tensor, cache=None, attention_mask=None) -> Tensor:
-        self.fed.append((tokens.shape[1], cache is not None))
-        return self.model(tokens, cache=cache, attention_mask=attention_mask)
-
-
-@exercise(solutions.greedy)
-def check_greedy_with_cache(fn: Callable[[nn.Module, Tensor, int], Tensor]) -> None:
-    """``fn(model, tokens, n) -> tokens + n greedy tokens``, feeding the model one new token
-    per step through ``model.new_cache`` after the prompt."""
-    from minigpt.config import GPTConfig
-    from minigpt.model import GPT
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(d_model=64, n_heads=4, d_head=16, d_mlp=128, n_layers=2, n_ctx=64,
-                              d_vocab=100)).eval()  # fmt: skip
-    tokens = torch.tensor([[1, 2, 3, 4, 5], [9, 8, 7, 6, 5]])
-    spy = _Spy(model)
-    with torch.no_grad():
-        got = fn(spy, tokens, 12)
-        want = generate(model, tokens, 12, temperature=0)
-    if not isinstance(got, Tensor) or got.shape != want.shape:
-        shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
-        raise AssertionError(f"expected prompt + 12 tokens, shape {tuple(want.shape)}; got {shape}")
-    if not torch.equal(got, want):
-        step = int((got != want).any(0).nonzero()[0]) - tokens.shape[1]
-        raise AssertionError(f"your tokens differ from greedy generation from new token {step} on")
-    later = spy.fed[1:]
-    if not spy.fed or not spy.fed[0][1] or any(n != 1 or not cached for n, cached in later):
-        raise AssertionError(
-            f"the tokens are right, but the model was fed (tokens, cache used) = {spy.fed[:4]}...; "
-            "pass cache=model.new_cache(batch) and, after the prompt, only the newest token"
-        )
-    print("Correct: greedy tokens match, and each step fed the model one token with the cache.")
-
-
 # -- the sampling loop: the reader's loop against generate's seeded draws, token for token
 
 
@@ -490,3 +343,150 @@ def check_sample_loop(
     # A page's output shows 79 columns, "the solution's" included when it stood in for yours.
     print("Correct: your loop draws minigpt's tokens, token for token,")
     print(textwrap.fill(rest, width=79))
+
+
+def _beam_step_cases() -> list[tuple[Tensor, Tensor, str]]:
+    """(log_probs [batch, beams, vocab], beam scores [batch, beams], where) to test on."""
+    gen = torch.Generator().manual_seed(0)
+    log_probs = (torch.randn(2, 3, 20, generator=gen) * 2).log_softmax(-1)
+    scores = torch.tensor([[-0.5, -6.0, -7.0], [-1.0, -1.2, -1.5]])  # row 0: one beam leads
+    cases = [(log_probs, scores, "random log-probs, 2 prompts x 3 beams, 20 tokens")]
+    return cases + _beam_search_steps()
+
+
+def _beam_search_steps(num_beams: int = 3, n_steps: int = 4):
+    """The inputs of every step of minigpt.beam.beam_search on a small random GPT."""
+    from minigpt.beam import DEAD, beam_search
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = GPT(GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=16,
+                              d_vocab=50)).eval()  # fmt: skip
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    trace = []
+    with torch.no_grad():
+        beam_search(model, prompt, num_beams=num_beams, max_new_tokens=n_steps, trace=trace)
+    seqs = [[] for _ in range(num_beams)]
+    scores = torch.full((1, num_beams), DEAD)
+    scores[0, 0] = 0.0  # at the start the beams are copies: only the first may propose
+    cases = []
+    for t, step in enumerate(trace):
+        rows = torch.tensor([[*prompt[0].tolist(), *s] for s in seqs])
+        with torch.no_grad():
+            log_probs = model(rows)[:, -1].log_softmax(-1)[None]
+        cases.append((log_probs, scores, f"step {t} of minigpt's beam_search, {num_beams} beams"))
+        cand = [seqs[int(b)] + [int(tok)] for b, tok in zip(step.parent[0], step.token[0])]
+        seqs = [cand[int(k)] for k in step.kept[0]]
+        scores = step.score[:, step.kept[0]]
+    return cases
+
+
+def _top_candidates(total: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    batch, beams, vocab = total.shape
+    score, index = total.reshape(batch, -1).topk(n, dim=-1)
+    return score, index // vocab, index % vocab
+
+
+@exercise(solutions.beam_step)
+def check_beam_step(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]) -> None:
+    """``fn(log_probs [batch, num_beams, d_vocab], beam_scores [batch, num_beams])
+    -> (score, parent, token)``, each ``[batch, 2 * num_beams]``, best first.
+
+    Each candidate is one beam followed by one token; its score is the beam's running
+    log-probability plus the token's log-probability. The best ``2 * num_beams`` are
+    chosen over all beams and tokens together. Checked against the candidates that
+    :func:`minigpt.beam.beam_search` itself ranked, step by step, on a small random GPT.
+    """
+    for log_probs, scores, where in _beam_step_cases():
+        batch, beams, vocab = log_probs.shape
+        n = 2 * beams
+        want = _top_candidates(log_probs + scores[..., None], n)
+        got = fn(log_probs.clone(), scores.clone())
+        if not (isinstance(got, tuple | list) and len(got) == 3):
+            raise AssertionError("return a tuple (score, parent, token)")
+        for name, value in zip(("score", "parent", "token"), got):
+            if not isinstance(value, Tensor) or value.shape != (batch, n):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise AssertionError(f"({where}) {name} must have shape {(batch, n)}, got {shape}")
+        score, parent, token = (g.detach() for g in got)
+        pairs_got = parent.long() * vocab + token.long()
+        pairs_want = want[1] * vocab + want[2]
+        if torch.allclose(score.float(), want[0], atol=1e-4) and torch.equal(pairs_got, pairs_want):
+            continue
+        forgot = _top_candidates(log_probs, n)[0]
+        per_beam = (log_probs + scores[..., None]).topk(n // beams, dim=-1).values
+        per_beam = per_beam.reshape(batch, -1).sort(dim=-1, descending=True).values
+        if torch.allclose(score.float(), forgot, atol=1e-4) and not torch.allclose(forgot, want[0]):
+            cause = (
+                "the scores are the token log-probs alone: add each beam's running score, "
+                "log_probs + beam_scores[..., None], before ranking"
+            )
+        elif torch.allclose(score.float(), per_beam, atol=1e-4):
+            cause = (
+                f"you pick {n // beams} candidates per beam; rank all num_beams * d_vocab "
+                "candidates together (flatten the beam and token axes, then topk), so a "
+                "strong beam may supply them all"
+            )
+        elif torch.allclose(score.float(), want[0], atol=1e-4):
+            cause = (
+                "the scores are right but parent/token are not: for an index i into the "
+                "flattened [num_beams * d_vocab] candidates, parent = i // d_vocab and "
+                "token = i % d_vocab"
+            )
+        elif torch.allclose(score.float().sort(-1, descending=True).values, want[0], atol=1e-4):
+            cause = "the right candidates in the wrong order: return them best first"
+        else:
+            cause = f"expected scores {want[0][0].tolist()} (first prompt), got {score[0].tolist()}"
+        raise AssertionError(f"({where}) {cause}")
+    print(
+        "Correct: your candidates equal those minigpt.beam.beam_search ranks at every step "
+        "(best 2 * num_beams over all beams and tokens)."
+    )
+
+
+class _Spy(nn.Module):
+    """Wraps a model and records how many tokens each forward pass was given."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.cfg, self.fed = model, model.cfg, []
+
+    def new_cache(self, batch_size: int):
+        return self.model.new_cache(batch_size)
+
+    def forward(self, tokens: Tensor, cache=None, attention_mask=None) -> Tensor:
+        self.fed.append((tokens.shape[1], cache is not None))
+        return self.model(tokens, cache=cache, attention_mask=attention_mask)
+
+
+@exercise(solutions.greedy)
+def check_greedy_with_cache(fn: Callable[[nn.Module, Tensor, int], Tensor]) -> None:
+    """``fn(model, tokens, n) -> tokens + n greedy tokens``, feeding the model one new token
+    per step through ``model.new_cache`` after the prompt."""
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(d_model=64, n_heads=4, d_head=16, d_mlp=128, n_layers=2, n_ctx=64,
+                              d_vocab=100)).eval()  # fmt: skip
+    tokens = torch.tensor([[1, 2, 3, 4, 5], [9, 8, 7, 6, 5]])
+    spy = _Spy(model)
+    with torch.no_grad():
+        got = fn(spy, tokens, 12)
+        want = generate(model, tokens, 12, temperature=0)
+    if not isinstance(got, Tensor) or got.shape != want.shape:
+        shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        raise AssertionError(f"expected prompt + 12 tokens, shape {tuple(want.shape)}; got {shape}")
+    if not torch.equal(got, want):
+        step = int((got != want).any(0).nonzero()[0]) - tokens.shape[1]
+        raise AssertionError(f"your tokens differ from greedy generation from new token {step} on")
+    later = spy.fed[1:]
+    if not spy.fed or not spy.fed[0][1] or any(n != 1 or not cached for n, cached in later):
+        raise AssertionError(
+            f"the tokens are right, but the model was fed (tokens, cache used) = {spy.fed[:4]}...; "
+            "pass cache=model.new_cache(batch) and, after the prompt, only the newest token"
+        )
+    print("Correct: greedy tokens match, and each step fed the model one token with the cache.")

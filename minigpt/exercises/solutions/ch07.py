@@ -20,27 +20,6 @@ def nucleus_probs(logits, temperature, p):
     return kept / kept.sum(-1, keepdim=True)
 
 
-def beam_step(log_probs, beam_scores):
-    """log_probs[batch, num_beams, d_vocab], beam_scores[batch, num_beams] ->
-    (score, parent, token), each [batch, 2 * num_beams], best first."""
-    batch, num_beams, d_vocab = log_probs.shape
-    total = log_probs + beam_scores[..., None]  # every beam, every token
-    score, index = total.reshape(batch, -1).topk(2 * num_beams, dim=-1)
-    return score, index // d_vocab, index % d_vocab  # parent beam, token
-
-
-def greedy(model, tokens, n):
-    """tokens[batch, pos] -> tokens[batch, pos + n], greedy, KV cache."""
-    cache = model.new_cache(tokens.shape[0])
-    logits = model(tokens, cache=cache)  # the whole prompt, once
-    for _ in range(n):
-        next_token = logits[:, -1].argmax(-1, keepdim=True)
-        tokens = torch.cat([tokens, next_token], dim=1)
-        # one new token; its keys join the cache
-        logits = model(next_token, cache=cache)
-    return tokens
-
-
 def sample_loop(
     model,
     tokens,
@@ -63,4 +42,25 @@ def sample_loop(
         tokens = torch.cat([tokens, next_token], dim=1)  # [1, pos + 1]
         if next_token.item() == stop_token:
             break  # the stop token stays in the text
+    return tokens
+
+
+def beam_step(log_probs, beam_scores):
+    """log_probs[batch, num_beams, d_vocab], beam_scores[batch, num_beams] ->
+    (score, parent, token), each [batch, 2 * num_beams], best first."""
+    batch, num_beams, d_vocab = log_probs.shape
+    total = log_probs + beam_scores[..., None]  # every beam, every token
+    score, index = total.reshape(batch, -1).topk(2 * num_beams, dim=-1)
+    return score, index // d_vocab, index % d_vocab  # parent beam, token
+
+
+def greedy(model, tokens, n):
+    """tokens[batch, pos] -> tokens[batch, pos + n], greedy, KV cache."""
+    cache = model.new_cache(tokens.shape[0])
+    logits = model(tokens, cache=cache)  # the whole prompt, once
+    for _ in range(n):
+        next_token = logits[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, next_token], dim=1)
+        # one new token; its keys join the cache
+        logits = model(next_token, cache=cache)
     return tokens
