@@ -171,7 +171,9 @@ def sample_loop(model, tokens, n_new, temperature=1.0, top_k=None, generator=Non
     """The sampling loop, or (``flaw``) a reader's loop with one typical mistake."""
     for _ in range(n_new):
         logits = model(tokens)[:, 0 if flaw == "first position" else -1]
-        if flaw != "temperature after softmax":
+        if flaw == "temperature multiplies":
+            logits = logits * temperature
+        elif flaw != "temperature after softmax":
             logits = logits / temperature
         if top_k is not None:
             kept = top_k + 1 if flaw == "k + 1" else top_k
@@ -227,6 +229,7 @@ def test_sample_loop_check_with_a_model_and_prompt_of_the_chapter(capsys):
 
 WRONG_SAMPLE_LOOPS = {
     "temperature after softmax": "by the temperature after the softmax",
+    "temperature multiplies": "multiplied the logits by the temperature",
     "k + 1": "keeps k \\+ 1 tokens",
     "masked with 0": "set the logits outside the top k to 0",
     "first position": "first position's logits",
