@@ -277,3 +277,17 @@ def test_decode_check_says_a_stub_is_not_written(capsys):
 
     assert check_decode(decode) is check_decode.solution
     assert "Correct: the solution's decode" in capsys.readouterr().out
+
+
+def test_train_bpe_check_diagnoses_a_loop_that_also_fails_elsewhere():
+    def first_seen_no_stop(ids, n_merges):  # two mistakes: the tie-break shows first
+        merges = []
+        for new_id in range(256, 256 + n_merges):
+            counts = ch01.pair_counts(ids)
+            pair = max(counts, key=counts.get)  # raises once no pair is left
+            ids = right_merge(ids, pair, new_id)
+            merges.append(pair)
+        return merges
+
+    with pytest.raises(AssertionError, match="the one seen first in the text"):
+        check_train_bpe(first_seen_no_stop)
