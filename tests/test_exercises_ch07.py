@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
+from minigpt.exercises import ch07
 from minigpt.exercises.ch07 import (
     check_beam_step,
     check_greedy_with_cache,
     check_min_p,
     check_nucleus_probs,
+    check_sample_loop,
     check_top_p,
 )
 
@@ -162,3 +164,108 @@ def test_beam_step_check(capsys):
 def test_beam_step_check_rejects(diagnosis):
     with pytest.raises(AssertionError, match=diagnosis):
         check_beam_step(WRONG_BEAM_STEPS[diagnosis])
+
+
+def sample_loop(model, tokens, n_new, temperature=1.0, top_k=None, generator=None,
+                stop_token=None, *, flaw=""):  # fmt: skip
+    """The sampling loop, or (``flaw``) a reader's loop with one typical mistake."""
+    for _ in range(n_new):
+        logits = model(tokens)[:, 0 if flaw == "first position" else -1]
+        if flaw == "temperature multiplies":
+            logits = logits * temperature
+        elif flaw != "temperature after softmax":
+            logits = logits / temperature
+        if top_k is not None:
+            kept = top_k + 1 if flaw == "k + 1" else top_k
+            values, index = logits.topk(kept, dim=-1)  # keeps exactly k (no ties here)
+            fill = 0.0 if flaw == "masked with 0" else -math.inf
+            logits = torch.full_like(logits, fill).scatter(-1, index, values)
+        probs = logits.softmax(-1)
+        if flaw == "temperature after softmax":
+            probs = probs / temperature
+        if flaw == "argmax":
+            token = probs.argmax(-1, keepdim=True)
+        else:
+            token = torch.multinomial(probs[0], 1, generator=generator)[None]  # 1-d probs
+        if flaw == "no generator":
+            token = torch.multinomial(probs, 1)
+        if flaw == "stops before appending" and token.item() == stop_token:
+            break
+        tokens = torch.cat([tokens, token], dim=1)
+        if flaw != "never stops" and token.item() == stop_token:
+            break
+    return tokens
+
+
+def sample_loop_cached(model, tokens, n_new, temperature=1.0, top_k=None, generator=None,
+                       stop_token=None):  # fmt: skip
+    """The same loop, reading one new token a step through the KV cache."""
+    cache = model.new_cache(1)
+    logits = model(tokens, cache=cache)[:, -1]
+    for _ in range(n_new):
+        logits = logits / temperature
+        if top_k is not None:
+            logits = logits.masked_fill(logits < logits.topk(top_k).values[:, -1:], -math.inf)
+        token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+        tokens = torch.cat([tokens, token], dim=1)
+        if token.item() == stop_token:
+            break
+        logits = model(token, cache=cache)[:, -1]
+    return tokens
+
+
+@pytest.mark.usefixtures("one_thread")  # a micro model: threads only cost here
+@pytest.mark.parametrize("right", [sample_loop, sample_loop_cached])
+def test_sample_loop_check_accepts_right_answers(capsys, right):
+    assert check_sample_loop(right) is right
+    assert "Correct: your loop draws minigpt's tokens" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sample_loop_check_with_a_model_and_prompt_of_the_chapter(capsys):
+    check_sample_loop(sample_loop, ch07._peaked_model(), torch.tensor([[7, 3]]))
+    assert "in 6 seeded runs" in capsys.readouterr().out
+
+
+WRONG_SAMPLE_LOOPS = {
+    "temperature after softmax": "by the temperature after the softmax",
+    "temperature multiplies": "multiplied the logits by the temperature",
+    "k + 1": "keeps k \\+ 1 tokens",
+    "masked with 0": "set the logits outside the top k to 0",
+    "first position": "first position's logits",
+    "never stops": "went on after the stop token",
+    "stops before appending": "stopped before appending the stop token",
+    "argmax": "took the argmax",
+    "no generator": "pass generator=generator",
+}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("flaw", WRONG_SAMPLE_LOOPS)
+def test_sample_loop_check_names_typical_mistakes(flaw):
+    def wrong(model, tokens, n_new, temperature, top_k, generator, stop_token):
+        return sample_loop(model, tokens, n_new, temperature, top_k, generator, stop_token,
+                           flaw=flaw)  # fmt: skip
+
+    with pytest.raises(AssertionError, match=WRONG_SAMPLE_LOOPS[flaw]):
+        check_sample_loop(wrong)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sample_loop_check_rejects_what_is_not_a_continuation():
+    with pytest.raises(AssertionError, match=r"one row \[1, pos \+ new\]"):
+        check_sample_loop(lambda model, tokens, *args: sample_loop(model, tokens, *args)[0])
+    with pytest.raises(AssertionError, match="start with the prompt"):
+        check_sample_loop(lambda model, tokens, *args: sample_loop(model, tokens, *args).flip(1))
+    with pytest.raises(AssertionError, match="differ from minigpt's seeded draws"):
+        check_sample_loop(lambda m, t, n, *args: sample_loop(m, t, n + 1, *args))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sample_loop_check_says_a_stub_is_not_written(capsys):
+    def sample_loop(model, tokens, n_new, temperature=1.0, top_k=None, generator=None,
+                    stop_token=None):  # fmt: skip
+        raise NotImplementedError  # your code here
+
+    assert check_sample_loop(sample_loop) is check_sample_loop.solution
+    assert "Correct: the solution's loop draws" in capsys.readouterr().out

@@ -8,6 +8,7 @@ when they do not.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 
 import torch
@@ -142,6 +143,206 @@ def check_nucleus_probs(fn: Callable[[Tensor, float, float], Tensor]) -> None:
             f"{float((got - want).abs().max()):.3g}"
         )
     print("Correct: temperature, then the nucleus, renormalised: as minigpt.sample.Sampler.")
+
+
+# -- the sampling loop: the reader's loop against generate's seeded draws, token for token
+
+
+def _peaked_model() -> nn.Module:
+    """A small random GPT whose unembedding is scaled up 20 times, so that its next-token
+    distributions are peaked (logits of standard deviation about 2.5, not 0.12): on a
+    flat distribution temperature and top-k would hardly change which tokens are drawn."""
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, n_layers=1, n_ctx=32,
+                              d_vocab=64)).eval()  # fmt: skip
+    with torch.no_grad():
+        model.unembed.W_U.mul_(20)
+    return model
+
+
+def _drawn(
+    model: nn.Module,
+    tokens: Tensor,
+    n_new: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator,
+    stop_token: int | None,
+    flaw: str = "",
+) -> Tensor:
+    """The sampling loop, right (``flaw=""``) or with one known mistake: what a reader's loop
+    gives when it goes wrong in that one way."""
+    for _ in range(n_new):
+        logits = model(tokens)[:, 0 if flaw == "first position" else -1]
+        if flaw == "temperature multiplies":
+            logits = logits * temperature
+        elif flaw != "temperature after softmax":
+            logits = logits / temperature
+        if top_k is not None:
+            kept = top_k + (flaw == "k + 1")
+            kth_best = logits.topk(min(kept, logits.shape[-1]), dim=-1).values[:, -1:]
+            fill = 0.0 if flaw == "masked with 0" else -math.inf
+            logits = logits.masked_fill(logits < kth_best, fill)
+        probs = logits.softmax(dim=-1)
+        if flaw == "temperature after softmax":
+            probs = probs / temperature
+        if flaw == "argmax":
+            next_token = probs.argmax(-1, keepdim=True)
+        else:
+            next_token = torch.multinomial(probs, 1, generator=generator)
+        stop = stop_token is not None and int(next_token) == stop_token
+        if stop and flaw == "stops before appending":
+            break
+        tokens = torch.cat([tokens, next_token], dim=1)
+        if stop and flaw != "never stops":
+            break
+    return tokens
+
+
+SAMPLE_LOOP_MISTAKES = {
+    "temperature after softmax": (
+        "you divided the probabilities by the temperature after the softmax; the draw "
+        "renormalises them, so that changes nothing (your tokens are those of temperature 1): "
+        "divide the logits by the temperature, then take the softmax"
+    ),
+    "temperature multiplies": (
+        "you multiplied the logits by the temperature: divide them by it (T < 1 sharpens)"
+    ),
+    "k + 1": (
+        "your top-k keeps k + 1 tokens: keep the k highest logits (those not below the k-th "
+        "highest, logits.topk(k).values[:, -1:])"
+    ),
+    "masked with 0": (
+        "you set the logits outside the top k to 0: a logit of 0 still has probability "
+        "e^0 / Z > 0, so those tokens can be drawn; set them to -inf (probability exactly 0)"
+    ),
+    "first position": (
+        "you used the first position's logits, model(tokens)[:, 0]: the scores for the token "
+        "after the last one are at the last position, model(tokens)[:, -1]"
+    ),
+    "never stops": (
+        "the run went on after the stop token was drawn: end the loop once you have appended it"
+    ),
+    "stops before appending": (
+        "you stopped before appending the stop token: minigpt keeps it, as the last token "
+        "of the output (append, then stop)"
+    ),
+    "argmax": "you took the argmax (greedy): draw with torch.multinomial(probs, 1, generator=...)",
+}
+
+
+def _can_show(flaw: str, top_k: int | None, stop_token: int | None) -> bool:
+    """Whether a run with these settings can show this mistake at all."""
+    if flaw in ("k + 1", "masked with 0"):
+        return top_k is not None
+    if flaw in ("never stops", "stops before appending"):
+        return stop_token is not None
+    return True
+
+
+# (temperature, top_k, seed, n_new, with a stop token): the runs each model is checked on
+SAMPLE_LOOP_RUNS = [(0.7, None, 1, 12, False), (1.5, 5, 2, 12, False), (1.0, 20, 3, 20, True)]
+
+
+def _stop_token(model: nn.Module, tokens: Tensor, n_new: int, temperature, top_k, seed) -> int:
+    """A token that the seeded run draws for the first time at its 6th new token or later
+    (else its last token): with it as the stop token, the run ends where it is first drawn,
+    the draws before being the same."""
+    free = _sampled(model, tokens, n_new, temperature, top_k, seed, None)
+    new = free[0, tokens.shape[1] :].tolist()
+    later = [t for i, t in enumerate(new) if i >= 5 and t not in new[:i]]
+    return later[0] if later else new[-1]
+
+
+def _generator(model: nn.Module, seed: int) -> torch.Generator:
+    return torch.Generator(next(model.parameters()).device).manual_seed(seed)
+
+
+def _sampled(model, tokens, n_new, temperature, top_k, seed, stop_token) -> Tensor:
+    """minigpt's own seeded draws: generate, reading the whole text at each step."""
+    return generate(model, tokens, n_new, temperature=temperature, top_k=top_k,
+                    generator=_generator(model, seed), stop_tokens=stop_token,
+                    use_kv_cache=False)  # fmt: skip
+
+
+@exercise(solutions.sample_loop)
+def check_sample_loop(
+    fn: Callable, model: nn.Module | None = None, tokens: Tensor | None = None
+) -> None:
+    """``fn(model, tokens [1, pos], n_new, temperature, top_k, generator, stop_token)
+    -> tokens [1, pos + up to n_new]``, checked token for token against
+    :func:`minigpt.sample.generate` with a generator of the same seed.
+
+    Three runs (:data:`SAMPLE_LOOP_RUNS`): temperature 0.7 alone; temperature 1.5 with
+    top_k=5; top_k=20 with a stop token that the run draws (first after 5 new tokens where it
+    can, :func:`_stop_token`). Each is made on ``model`` with the prompt ``tokens`` (when
+    given), then on a small random GPT with peaked distributions. The tokens must be equal,
+    with no tolerance: ``torch.multinomial`` (on the CPU) draws one token as the largest of each
+    probability divided by its own random number, so probabilities that differ by float
+    rounding give another token only at a near-tie. A run
+    that differs is compared with the same run made with each mistake of
+    :data:`SAMPLE_LOOP_MISTAKES`, to name it, and made a second time, to see whether it
+    follows the generator.
+    """
+    models = [(model, tokens)] if model is not None else []
+    models.append((_peaked_model(), torch.tensor([[1, 2, 3, 4, 5]])))
+    ends = []
+    for net, prompt in models:
+        prompt = prompt.to(next(net.parameters()).device)
+        for temperature, top_k, seed, n_new, stops in SAMPLE_LOOP_RUNS:
+            stop = _stop_token(net, prompt, n_new, temperature, top_k, seed) if stops else None
+            args = (n_new, temperature, top_k)
+            where = f"temperature={temperature}, top_k={top_k}, stop_token={stop}, seed {seed}"
+            with torch.no_grad():
+                want = _sampled(net, prompt, *args, seed, stop)
+                got = fn(net, prompt.clone(), *args, _generator(net, seed), stop)
+            if not isinstance(got, Tensor) or got.ndim != 2 or got.shape[0] != 1:
+                shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+                raise AssertionError(
+                    f"({where}) return the tokens as one row [1, pos + new]; got {shape}"
+                )
+            got = got.to(want.device)
+            if not torch.equal(got[:, : prompt.shape[1]], prompt):
+                raise AssertionError(
+                    f"({where}) the output must start with the prompt, then the new tokens"
+                )
+            if torch.equal(got, want):
+                ends.append(want.shape[1] - prompt.shape[1])
+                continue
+            with torch.no_grad():
+                for flaw, hint in SAMPLE_LOOP_MISTAKES.items():
+                    if not _can_show(flaw, top_k, stop):
+                        continue
+                    wrong = _drawn(net, prompt, *args, _generator(net, seed), stop, flaw)
+                    if torch.equal(wrong, got) and not torch.equal(wrong, want):
+                        raise AssertionError(f"({where}) likely cause: {hint}")
+                again = fn(net, prompt.clone(), *args, _generator(net, seed), stop)
+            if not torch.equal(again.to(got.device), got):
+                raise AssertionError(
+                    f"({where}) two calls with generators of the same seed drew different "
+                    "tokens: pass generator=generator to torch.multinomial (without it torch "
+                    "draws from its global generator)"
+                )
+            new_got, new_want = got[0, prompt.shape[1] :], want[0, prompt.shape[1] :]
+            first = next(
+                (i for i, (a, b) in enumerate(zip(new_got.tolist(), new_want.tolist())) if a != b),
+                min(len(new_got), len(new_want)),
+            )
+            raise AssertionError(
+                f"({where}) your new tokens {new_got.tolist()} differ from minigpt's seeded "
+                f"draws {new_want.tolist()} from new token {first} on"
+            )
+    rest = (
+        f"in {len(ends)} seeded runs ({', '.join(map(str, ends))} new tokens; the runs with a "
+        "stop token ended on it)."
+    )
+    # A page's output shows 79 columns, "the solution's" included when it stood in for yours.
+    print("Correct: your loop draws minigpt's tokens, token for token,")
+    print(textwrap.fill(rest, width=79))
 
 
 def _beam_step_cases() -> list[tuple[Tensor, Tensor, str]]:
