@@ -1,7 +1,8 @@
 """The solutions of chapter 08's exercises.
 
-Each is written once, here: the chapter's check falls back on it while the reader's
-function is still a stub, and the chapter's folded solution cell shows its source.
+Each is written once, here: the chapter's check falls back on it while the
+reader's function is still a stub, and the chapter's folded solution cell shows
+its source.
 """
 
 import torch
