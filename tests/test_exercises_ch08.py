@@ -7,6 +7,8 @@ from minigpt.exercises.ch08 import (
     check_first_token_score,
     check_induction_score,
     check_ov_top_tokens,
+    check_patch_hook,
+    check_previous_token_score,
 )
 
 
@@ -65,3 +67,93 @@ def test_rejects_wrong_answers():
         check_composition_score(lambda a, b: composition(a, b.T))
     with pytest.raises(AssertionError, match="spectral"):
         check_composition_score(lambda a, b: composition(a, b, ord=2))
+
+
+def previous(pattern, offset=-1, from_query=1, reduce=torch.mean):
+    n = pattern.shape[-1]
+    queries = torch.arange(from_query, n)
+    return reduce(pattern[:, :, queries, queries + offset], dim=(0, 2))
+
+
+def test_previous_token_score_accepts_right_answers(capsys):
+    check_previous_token_score(previous)
+    check_previous_token_score(lambda p: p.diagonal(-1, -2, -1).mean((0, 2)))
+    torch.manual_seed(0)
+    layer = torch.rand(3, 4, 9, 9).tril()
+    layer = layer / layer.sum(-1, keepdim=True)
+    cache = {"blocks.0.attn.hook_pattern": layer, "blocks.1.attn.hook_pattern": layer.flip(1)}
+    check_previous_token_score(previous, cache)
+    out = capsys.readouterr().out
+    assert out.count("Correct") == 3 and "on the model's 2 layers" in out
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (lambda p: previous(p, offset=0, from_query=0), "main diagonal"),
+        (lambda p: p.diagonal(1, -2, -1).mean((0, 2)), "key i \\+ 1"),
+        (lambda p: previous(p, from_query=0), "query 0 is counted"),
+        (lambda p: previous(p, reduce=torch.sum), "that is a sum"),
+        (lambda p: previous(p, offset=-2, from_query=2), "pattern\\[:, :, i, i - 1\\]"),
+        (lambda p: p.diagonal(-1, -2, -1).mean((1, 2)), "one score per head"),
+    ],
+)
+def test_previous_token_score_diagnoses(wrong, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_previous_token_score(wrong)
+
+
+def test_previous_token_score_is_checked_on_the_models_patterns():
+    """Right on the hand-made heads, wrong on a layer of the model: the layer is named."""
+
+    def only_on_hand_made(p):
+        return previous(p) if p.shape[0] == 2 else previous(p) + 0.01
+
+    with pytest.raises(AssertionError, match="on the model's layer 0"):
+        check_previous_token_score(
+            only_on_hand_made, {"blocks.0.attn.hook_pattern": torch.eye(5).expand(3, 2, 5, 5)}
+        )
+
+
+def patch(activation, hook, clean_cache, position, where=None, copy=True):
+    patched = activation.clone() if copy else activation
+    where = (slice(None), position) if where is None else where(position)
+    patched[where] = clean_cache[hook.name][where]
+    return patched
+
+
+def patch_in_place_returning_nothing(activation, hook, clean_cache, position):
+    """Right too: TransformerLens keeps an activation changed in place when a hook returns None."""
+    activation[:, position] = clean_cache[hook.name][:, position]
+
+
+def patch_into_the_clean_cache(activation, hook, clean_cache, position):
+    clean = clean_cache[hook.name]  # not a copy: the clean cache itself
+    clean[:, :position] = activation[:, :position]
+    clean[:, position + 1 :] = activation[:, position + 1 :]
+    return clean
+
+
+def test_patch_hook_accepts_right_answers(capsys):
+    check_patch_hook(patch)
+    check_patch_hook(lambda *a, **k: patch(*a, **k, copy=False))
+    check_patch_hook(patch_in_place_returning_nothing)
+    assert capsys.readouterr().out.count("Correct") == 3
+
+
+@pytest.mark.parametrize(
+    ("wrong", "diagnosis"),
+    [
+        (lambda a, hook, clean_cache, position: clean_cache[hook.name], "every position"),
+        (patch_into_the_clean_cache, "changed the clean cache"),
+        (lambda *a, **k: patch(*a, **k).clone() * 0 + a[0], "nothing changed"),
+        (lambda *a, **k: patch(*a, **k, where=lambda p: p), "batch row 4"),
+        (lambda *a, **k: patch(*a, **k, where=lambda p: (slice(None), slice(p, None))), "after"),
+        (lambda *a, **k: patch(*a, **k, where=lambda p: (slice(None), p + 1)), "position 5 is"),
+        (lambda *a, **k: patch(*a, **k, where=lambda p: (slice(None), p - 1)), "position 3 is"),
+        (lambda a, *rest, **k: a[:, 0], "return it whole"),
+    ],
+)
+def test_patch_hook_diagnoses(wrong, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_patch_hook(wrong)

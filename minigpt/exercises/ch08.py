@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 
 import torch
 
+from minigpt.exercises.diagnose import close, matching_mistake
 from minigpt.exercises.exercise import exercise
 from minigpt.exercises.solutions import ch08 as solutions
 from minigpt.interp import (
@@ -13,6 +15,7 @@ from minigpt.interp import (
     first_token_stripe,
     head_ablation_hook,
     induction_stripe,
+    previous_token_stripe,
 )
 
 
@@ -51,6 +54,96 @@ def check_induction_score(induction_score: Callable, seq: int = 6) -> None:
         msg="average over the batch and over the queries of the second half only",
     )
     print("Correct: that is the induction score (1 for a perfect induction head).")
+
+
+def _previous_token_mistakes(pattern: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """The scores that the usual wrong previous-token scores give, each with its diagnosis."""
+    n = pattern.shape[-1]
+    queries = torch.arange(n, device=pattern.device)
+    return [
+        (
+            pattern.diagonal(dim1=-2, dim2=-1).mean(dim=(0, 2)),
+            "that is the main diagonal, each query's attention to itself (the current-token "
+            "score); the previous token is the key one below it, i - 1: "
+            "pattern.diagonal(offset=-1, dim1=-2, dim2=-1)",
+        ),
+        (
+            pattern.diagonal(offset=1, dim1=-2, dim2=-1).mean(dim=(0, 2)),
+            "key i + 1 is the next token, which the causal mask hides (its weight is always 0): "
+            "the previous token is key i - 1",
+        ),
+        (
+            pattern[:, :, queries, queries - 1].mean(dim=(0, 2)),
+            "query 0 is counted: it has no previous token (key -1 wraps around to the last key, "
+            "which it cannot see). Average over the queries 1 .. q - 1 only",
+        ),
+        (
+            pattern.diagonal(offset=-1, dim1=-2, dim2=-1).sum(dim=(0, 2)),
+            "that is a sum; the score is the mean over the batch and the queries",
+        ),
+    ]
+
+
+def _previous_token_failure(got: torch.Tensor, pattern: torch.Tensor, where: str) -> None:
+    expected = previous_token_stripe(pattern).float()
+    if tuple(got.shape) != tuple(expected.shape):
+        raise AssertionError(
+            f"expected one score per head, shape {tuple(expected.shape)}, got "
+            f"{tuple(got.shape)}: average over the batch (dim 0) and the queries (dim 2)"
+        )
+    got = got.float().to(expected.device)
+    if torch.allclose(got, expected, atol=1e-6, rtol=0):
+        return
+    mistakes = [(m.float(), hint) for m, hint in _previous_token_mistakes(pattern)]
+    cause = matching_mistake(got, mistakes, close(1e-6)) or (
+        "the mean of pattern[:, :, i, i - 1] over the batch and the queries i >= 1"
+    )
+    raise AssertionError(
+        f"{where}: expected {[round(v, 4) for v in expected.tolist()]}, got "
+        f"{[round(v, 4) for v in got.tolist()]}. Likely cause: {cause}"
+    )
+
+
+def _layer_patterns(cache: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """``blocks.0.attn.hook_pattern``, ``blocks.1.attn.hook_pattern``, ... of ``cache``."""
+    patterns = []
+    while f"blocks.{len(patterns)}.attn.hook_pattern" in cache:
+        patterns.append(cache[f"blocks.{len(patterns)}.attn.hook_pattern"])
+    return patterns
+
+
+@exercise(solutions.previous_token_score)
+def check_previous_token_score(
+    previous_token_score: Callable, cache: Mapping[str, torch.Tensor] | None = None, seq: int = 6
+) -> None:
+    """Check ``previous_token_score(pattern) -> [n_heads]``: the mean attention from each query
+    ``i >= 1`` to key ``i - 1``, for ``pattern[batch, n_heads, query_pos, key_pos]``.
+
+    On hand-made heads (a perfect previous-token head, which must score 1, a current-token
+    head, which must score 0, an induction head, a uniform one and a random one), then on
+    every ``blocks.L.attn.hook_pattern`` of ``cache`` (the chapter's model's activations),
+    against :func:`minigpt.interp.previous_token_stripe`, to 1e-6.
+    """
+    n = 2 * seq
+    previous = torch.zeros(n, n)
+    previous[0, 0] = 1.0  # query 0 can only attend to itself
+    previous[torch.arange(1, n), torch.arange(n - 1)] = 1.0
+    current = torch.eye(n)
+    heads = torch.stack([previous, current]).expand(2, 2, n, n)
+    pattern = torch.cat([heads, _hand_made_patterns(seq, torch.Generator().manual_seed(2))], 1)
+    with torch.no_grad():
+        got = torch.as_tensor(previous_token_score(pattern))
+    _previous_token_failure(got, pattern, "on hand-made heads (a previous-token head first)")
+    patterns = [] if cache is None else _layer_patterns(cache)
+    for layer, layer_pattern in enumerate(patterns):
+        with torch.no_grad():
+            got = torch.as_tensor(previous_token_score(layer_pattern))
+        _previous_token_failure(got, layer_pattern, f"on the model's layer {layer}")
+    on = f" and on the model's {len(patterns)} layers" if patterns else ""
+    print(
+        "Correct: that is the previous-token score (1 for a previous-token head, 0 for a "
+        f"current-token head), on hand-made heads{on}."
+    )
 
 
 @exercise(solutions.ov_top_tokens)
@@ -155,3 +248,168 @@ def check_composition_score(score: Callable, seed: int = 0) -> None:
         hint = " (that is the spectral norm: use the Frobenius norm)" if spectral > got else ""
         raise AssertionError(f"expected {expected:.5f}, got {got:.5f}{hint}")
     print("Correct: that is the composition score.")
+
+
+class _HookPoint:
+    """What a TransformerLens hook receives as ``hook``: here only its ``name``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _toy_forward(tokens: torch.Tensor, weights: dict, hooks=(), cache: dict | None = None):
+    """A small hand-built model with TransformerLens's hook points and calls.
+
+    Each hook in ``hooks`` (``[(name, fn)]``) is called as ``fn(activation, hook=...)``;
+    what it returns replaces the activation, and ``None`` keeps the activation it was given
+    (changed in place, if it was). ``cache`` receives every activation, as
+    ``run_with_cache`` does. One attention-like layer (each position averages the values of
+    the positions up to it, two heads) and one MLP-like layer.
+    """
+    hooks = dict(hooks)
+
+    def point(name: str, x: torch.Tensor) -> torch.Tensor:
+        if name in hooks:
+            out = hooks[name](x, hook=_HookPoint(name))
+            x = x if out is None else out
+        if cache is not None:
+            cache[name] = x
+        return x
+
+    batch, n = tokens.shape
+    x = point("blocks.0.hook_resid_pre", weights["W_E"][tokens] + weights["W_pos"][:n])
+    causal = torch.ones(n, n).tril()
+    mixing = causal / causal.sum(-1, keepdim=True)  # [pos, pos]
+    values = (mixing @ (x @ weights["W_V"])).view(batch, n, 2, -1)  # [batch, pos, heads, d_head]
+    z = point("blocks.0.attn.hook_z", values)
+    x = point("blocks.1.hook_resid_pre", x + z.flatten(2) @ weights["W_O"])
+    x = x + torch.tanh(x @ weights["W_in"]) @ weights["W_out"]
+    return x @ weights["W_U"]
+
+
+def _toy_run(seed: int):
+    """The hand-built model's weights, a clean and a corrupted input (they differ at one
+    position), and the clean run's cache."""
+    gen = torch.Generator().manual_seed(seed)
+    d_model, n_ctx, d_vocab = 8, 7, 11
+    shapes = {
+        "W_E": (d_vocab, d_model),
+        "W_pos": (n_ctx, d_model),
+        "W_V": (d_model, d_model),
+        "W_O": (d_model, d_model),
+        "W_in": (d_model, 16),
+        "W_out": (16, d_model),
+        "W_U": (d_model, d_vocab),
+    }
+    weights = {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+    clean = torch.randint(0, d_vocab, (5, n_ctx), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 2] = (clean[:, 2] + 1) % d_vocab
+    clean_cache: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        _toy_forward(clean, weights, cache=clean_cache)
+    return weights, clean, corrupted, clean_cache
+
+
+def _patch_mistakes(corrupted: torch.Tensor, clean: torch.Tensor, position: int) -> list:
+    """What the usual wrong patches make of one activation, each with its diagnosis."""
+
+    def patched(where) -> torch.Tensor:
+        out = corrupted.clone()
+        out[where] = clean[where]
+        return out
+
+    n = corrupted.shape[1]
+    mistakes = [
+        (
+            clean,
+            "every position is patched: only [:, position] comes from the clean run, the other "
+            "positions keep the corrupted run's values",
+        ),
+        (
+            corrupted,
+            "nothing changed: what a hook returns replaces the activation, so return the "
+            "patched tensor (a hook that returns None keeps the activation as it was given)",
+        ),
+        (
+            patched((slice(None), slice(position, None))),
+            "the positions after `position` are patched too: only [:, position]",
+        ),
+    ]
+    if position < corrupted.shape[0]:
+        mistakes.append(
+            (
+                patched(position),
+                f"batch row {position} is patched: the position is the second axis, "
+                "activation[:, position]",
+            )
+        )
+    for other in (position - 1, position + 1):
+        if 0 <= other < n:
+            mistakes.append(
+                (
+                    patched((slice(None), other)),
+                    f"position {other} is patched instead of {position}: [:, position]",
+                )
+            )
+    return mistakes
+
+
+@exercise(solutions.patch_hook)
+def check_patch_hook(patch_hook: Callable, seed: int = 0) -> None:
+    """Check ``patch_hook(activation, hook, clean_cache, position) -> activation``.
+
+    On a small hand-built model that calls its hooks as TransformerLens does
+    (``fn(activation, hook=...)``, the return value replacing the activation), the corrupted
+    input is run with ``functools.partial(patch_hook, clean_cache=..., position=p)`` on
+    ``blocks.L.hook_resid_pre`` (``[batch, pos, d_model]``) and on ``blocks.0.attn.hook_z``
+    (``[batch, pos, n_heads, d_head]``), for several ``p``. The activation the model goes on
+    with must be the corrupted run's with position ``p`` taken from the clean run (exactly:
+    nothing is computed), and every run must leave the clean cache as it was.
+    """
+    weights, clean, corrupted, clean_cache = _toy_run(seed)
+    kept = {name: act.clone() for name, act in clean_cache.items()}
+    # after the first layer, every position from the corrupted one on differs between the runs
+    names = ("blocks.1.hook_resid_pre", "blocks.0.attn.hook_z", "blocks.0.hook_resid_pre")
+    for name in names:
+        for position in (4, 2, corrupted.shape[1] - 1, 0):
+            patched_cache: dict[str, torch.Tensor] = {}
+            unpatched: dict[str, torch.Tensor] = {}
+            hook = functools.partial(patch_hook, clean_cache=clean_cache, position=position)
+            with torch.no_grad():
+                _toy_forward(corrupted, weights, cache=unpatched)
+                try:
+                    _toy_forward(corrupted, weights, [(name, hook)], cache=patched_cache)
+                except RuntimeError:
+                    # a patched activation of the wrong shape breaks the layers after it
+                    if name not in patched_cache:
+                        raise
+                    if patched_cache[name].shape == unpatched[name].shape:
+                        raise
+            for other, act in clean_cache.items():
+                if not torch.equal(act, kept[other]):
+                    raise AssertionError(
+                        f"patching {name} at position {position} changed the clean cache "
+                        f"({other}): write into the activation, or into a copy of it "
+                        "(.clone()), never into clean_cache's tensors, which every later "
+                        "patch reads"
+                    )
+            got, before = patched_cache[name], unpatched[name]
+            expected = before.clone()
+            expected[:, position] = clean_cache[name][:, position]
+            if tuple(got.shape) != tuple(expected.shape):
+                raise AssertionError(
+                    f"on {name} the hook returned shape {tuple(got.shape)}; the activation "
+                    f"is {tuple(expected.shape)}: return it whole, with one position patched"
+                )
+            if not torch.equal(got, expected):
+                mistakes = _patch_mistakes(before, clean_cache[name], position)
+                cause = matching_mistake(got, mistakes, close(0.0)) or (
+                    "the result should be the activation with [:, position] replaced by "
+                    "clean_cache[hook.name][:, position]"
+                )
+                raise AssertionError(f"on {name} at position {position}: {cause}")
+    print(
+        f"Correct: your hook patches one position of each of {len(names)} activations with the "
+        "clean run's, and leaves the clean cache as it was."
+    )

@@ -38,3 +38,20 @@ def ablate_head(z, head):
     z = z.clone()  # leave the activation the hook was given untouched
     z[:, :, head] = 0.0
     return z
+
+
+def previous_token_score(pattern):
+    """pattern[batch, n_heads, q, k] -> [n_heads]."""
+    # the diagonal just below the main one: query i to key i - 1, for i >= 1
+    below = pattern.diagonal(
+        offset=-1, dim1=-2, dim2=-1
+    )  # [batch, n_heads, q - 1]
+    return below.mean(dim=(0, 2))
+
+
+def patch_hook(activation, hook, clean_cache, position):
+    """activation[batch, pos, ...] -> the same, with position `position` from
+    the clean run: clean_cache[hook.name][:, position]."""
+    patched = activation.clone()  # the clean cache and the run's own untouched
+    patched[:, position] = clean_cache[hook.name][:, position]
+    return patched
