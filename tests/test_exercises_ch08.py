@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from minigpt.exercises import ch08
 from minigpt.exercises.ch08 import (
     check_ablate_head,
     check_composition_score,
@@ -8,6 +9,7 @@ from minigpt.exercises.ch08 import (
     check_induction_score,
     check_ov_top_tokens,
     check_patch_hook,
+    check_positional_qk,
     check_previous_token_score,
 )
 
@@ -157,3 +159,56 @@ def test_patch_hook_accepts_right_answers(capsys):
 def test_patch_hook_diagnoses(wrong, diagnosis):
     with pytest.raises(AssertionError, match=diagnosis):
         check_patch_hook(wrong)
+
+
+def circuit(W_pos, W_Q, W_K, ln_w, centre=True, gain=True, scale=True, swap=False, mask=None):
+    P = W_pos - W_pos.mean(-1, keepdim=True) if centre else W_pos
+    g = ln_w[:, None] if gain else 1.0
+    q, k = P @ (W_Q * g), P @ (W_K * g)
+    scores = k @ q.T if swap else q @ k.T
+    scores = scores / W_Q.shape[-1] ** 0.5 if scale else scores
+    if mask is not None:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), mask)
+    return scores
+
+
+def test_positional_qk_accepts_right_answers(capsys):
+    check_positional_qk(circuit)
+    model = ch08._tiny_model(1)
+    check_positional_qk(circuit, model, layer=1, head=2)
+    assert capsys.readouterr().out.count("Correct") == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "diagnosis"),
+    [
+        (dict(centre=False), "not centred"),
+        (dict(gain=False), "gain is missing"),
+        (dict(scale=False), "sqrt\\(d_head\\)"),
+        (dict(swap=True), "swapped"),
+        (dict(mask=0.0), "masked"),
+        (dict(mask=float("-inf")), "masked"),
+    ],
+)
+def test_positional_qk_diagnoses(kind, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_positional_qk(lambda *w: circuit(*w, **kind))
+
+
+def test_positional_qk_names_a_product_whose_shapes_do_not_fit():
+    def no_transpose(W_pos, W_Q, W_K, ln_w):
+        return (W_pos @ W_Q) @ (W_pos @ W_K)
+
+    with pytest.raises(AssertionError, match="shapes do not fit"):
+        check_positional_qk(no_transpose)
+
+
+def test_positional_qk_is_checked_on_the_given_head():
+    model = ch08._tiny_model(1)
+
+    def right_on_layer_0_only(W_pos, W_Q, W_K, ln_w):
+        wrong = torch.equal(W_Q, model.blocks[1].attn.W_Q[2])
+        return circuit(W_pos, W_Q, W_K, ln_w) + (1.0 if wrong else 0.0)
+
+    with pytest.raises(AssertionError, match="on head 1.2"):
+        check_positional_qk(right_on_layer_0_only, model, layer=1, head=2)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from minigpt.config import GPTConfig
 from minigpt.exercises.diagnose import close, matching_mistake
 from minigpt.exercises.exercise import exercise
 from minigpt.exercises.solutions import ch08 as solutions
@@ -17,6 +18,8 @@ from minigpt.interp import (
     induction_stripe,
     previous_token_stripe,
 )
+from minigpt.interp import positional_qk as interp_positional_qk
+from minigpt.model import GPT
 
 
 def _hand_made_patterns(seq: int, gen: torch.Generator) -> torch.Tensor:
@@ -412,4 +415,113 @@ def check_patch_hook(patch_hook: Callable, seed: int = 0) -> None:
     print(
         f"Correct: your hook patches one position of each of {len(names)} activations with the "
         "clean run's, and leaves the clean cache as it was."
+    )
+
+
+POSITIONAL_ATOL, POSITIONAL_RTOL = 1e-5, 1e-4  # float32 products of a few matrices
+
+
+def _positional_mistakes(W_pos, W_Q, W_K, ln_w) -> list[tuple[torch.Tensor, str]]:
+    """The circuits that the usual wrong positional QK circuits give, with their diagnoses."""
+    centred = W_pos - W_pos.mean(-1, keepdim=True)
+    scale = W_Q.shape[-1] ** 0.5
+    q, k = centred @ (W_Q * ln_w[:, None]), centred @ (W_K * ln_w[:, None])
+    raw_q, raw_k = W_pos @ (W_Q * ln_w[:, None]), W_pos @ (W_K * ln_w[:, None])
+    n = W_pos.shape[0]
+    future = torch.ones(n, n, dtype=torch.bool, device=W_pos.device).triu(1)
+    masked = (
+        "the keys after each query are masked: return the whole [n_ctx, n_ctx] circuit (the "
+        "chapter masks them only to plot it)"
+    )
+    return [
+        (
+            k @ q.T / scale,
+            "rows and columns are swapped: entry [i, j] is what a query at position i gives a "
+            "key at position j, (W_pos W_Q)[i] . (W_pos W_K)[j]: q @ k.T",
+        ),
+        (
+            raw_q @ raw_k.T / scale,
+            "W_pos is not centred: LayerNorm first subtracts each row's mean over d_model, so "
+            "use W_pos - W_pos.mean(-1, keepdim=True)",
+        ),
+        (
+            (centred @ W_Q) @ (centred @ W_K).T / scale,
+            "ln1's gain is missing: LayerNorm multiplies by ln_w before W_Q and W_K read the "
+            "stream, so fold it in, W_Q * ln_w[:, None] (and the same for W_K)",
+        ),
+        (
+            q @ k.T,
+            "the scores are not divided by sqrt(d_head), as the attention scores are",
+        ),
+        *(((q @ k.T / scale).masked_fill(future, fill), masked) for fill in (0.0, float("-inf"))),
+    ]
+
+
+def _tiny_model(seed: int) -> GPT:
+    """A GPT with random weights, a LayerNorm gain far from 1 and positions whose embeddings
+    have a mean far from 0, so that each step of the circuit shows."""
+    cfg = GPTConfig(d_model=12, n_heads=3, d_head=4, d_mlp=12, n_layers=2, n_ctx=7, d_vocab=10)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.5)
+            model.pos_embed.W_pos += 1.0
+    return model
+
+
+def _positional_failure(positional_qk: Callable, model, layer: int, head: int, where: str):
+    attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
+    weights = (model.pos_embed.W_pos, attn.W_Q[head], attn.W_K[head], ln1.w)
+    with torch.no_grad():
+        weights = tuple(w.detach() for w in weights)
+        expected = interp_positional_qk(model, layer, head)
+        try:
+            got = torch.as_tensor(positional_qk(*weights))
+        except RuntimeError as err:
+            raise AssertionError(
+                f"{where}: the shapes do not fit ({str(err).splitlines()[0]}). W_pos W_Q and "
+                "W_pos W_K are both [n_ctx, d_head]: the scores are (W_pos W_Q) @ (W_pos W_K).T, "
+                "W_Q W_K^T with the transpose on W_K"
+            ) from None
+    if tuple(got.shape) != tuple(expected.shape):
+        raise AssertionError(
+            f"{where}: expected [n_ctx, n_ctx] = {list(expected.shape)}, got {list(got.shape)}"
+        )
+    got = got.to(expected.device, expected.dtype)
+    if torch.allclose(got, expected, atol=POSITIONAL_ATOL, rtol=POSITIONAL_RTOL):
+        return
+    cause = matching_mistake(
+        got, _positional_mistakes(*weights), close(POSITIONAL_ATOL, POSITIONAL_RTOL)
+    ) or (
+        "centre W_pos, fold ln_w into W_Q and W_K, then (W_pos W_Q) @ (W_pos W_K).T / sqrt(d_head)"
+    )
+    err = (got - expected).abs().max()
+    raise AssertionError(
+        f"{where}: differs from minigpt.interp.positional_qk by up to {err:.3g}. "
+        f"Likely cause: {cause}"
+    )
+
+
+@exercise(solutions.positional_qk)
+def check_positional_qk(
+    positional_qk: Callable, model=None, layer: int = 0, head: int = 0, seed: int = 0
+) -> None:
+    """Check ``positional_qk(W_pos, W_Q, W_K, ln_w) -> [n_ctx, n_ctx]`` for one head.
+
+    Against :func:`minigpt.interp.positional_qk` (W_pos centred, ln1's gain folded into W_Q
+    and W_K, divided by ``sqrt(d_head)``), to atol 1e-5 and rtol 1e-4: on every head of a
+    small random GPT whose LayerNorm gains and mean positional embedding are far from 1 and
+    0, then on head ``head`` of layer ``layer`` of ``model`` when it is given.
+    """
+    tiny = _tiny_model(seed)
+    for h in range(tiny.cfg.n_heads):
+        _positional_failure(positional_qk, tiny, 0, h, f"on head 0.{h} of a random GPT")
+    if model is not None:
+        _positional_failure(positional_qk, model, layer, head, f"on head {layer}.{head}")
+    on = f" and on head {layer}.{head} of the model" if model is not None else ""
+    print(
+        f"Correct: your circuit equals minigpt.interp.positional_qk on a random GPT{on} "
+        f"(atol {POSITIONAL_ATOL:g}, rtol {POSITIONAL_RTOL:g})."
     )

@@ -55,3 +55,12 @@ def patch_hook(activation, hook, clean_cache, position):
     patched = activation.clone()  # the clean cache and the run's own untouched
     patched[:, position] = clean_cache[hook.name][:, position]
     return patched
+
+
+def positional_qk(W_pos, W_Q, W_K, ln_w):
+    """W_pos[n_ctx, d_model], one head's W_Q and W_K [d_model, d_head], ln1's
+    gain ln_w[d_model] -> [n_ctx, n_ctx], query position by key position."""
+    centred = W_pos - W_pos.mean(-1, keepdim=True)  # as LayerNorm centres
+    q = centred @ (W_Q * ln_w[:, None])  # [n_ctx, d_head]: the gain folded in
+    k = centred @ (W_K * ln_w[:, None])
+    return q @ k.T / W_Q.shape[-1] ** 0.5  # as the attention scores are scaled
