@@ -7,6 +7,7 @@ from minigpt.exercises.ch08 import (
     check_composition_score,
     check_first_token_score,
     check_induction_score,
+    check_k_composition,
     check_ov_top_tokens,
     check_patch_hook,
     check_positional_qk,
@@ -212,3 +213,62 @@ def test_positional_qk_is_checked_on_the_given_head():
 
     with pytest.raises(AssertionError, match="on head 1.2"):
         check_positional_qk(right_on_layer_0_only, model, layer=1, head=2)
+
+
+def k_comp(W_V, W_O, W_Q, W_K, kind="K", norm=torch.linalg.matrix_norm, normalise=True):
+    ov, qk = W_V @ W_O, W_Q @ W_K.T
+    product = ov @ (qk.T if kind == "K" else qk)
+    if kind == "reversed":
+        product = qk.T @ ov
+    score = norm(product)
+    return float(
+        score / (torch.linalg.matrix_norm(ov) * torch.linalg.matrix_norm(qk))
+        if normalise
+        else score
+    )
+
+
+def test_k_composition_accepts_right_answers(capsys):
+    check_k_composition(k_comp)
+    check_k_composition(lambda W_V, W_O, W_Q, W_K: composition(W_V @ W_O, W_K @ W_Q.T))
+    check_k_composition(k_comp, ch08._tiny_model(2))
+    assert capsys.readouterr().out.count("Correct") == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "diagnosis"),
+    [
+        (dict(kind="Q"), "Q-composition"),
+        (dict(kind="reversed"), "wrong way round"),
+        (dict(normalise=False), "divide by"),
+        (dict(norm=lambda m: torch.linalg.matrix_norm(m, ord=2)), "spectral"),
+    ],
+)
+def test_k_composition_diagnoses(kind, diagnosis):
+    with pytest.raises(AssertionError, match=diagnosis):
+        check_k_composition(lambda *w: k_comp(*w, **kind))
+
+
+def test_k_composition_names_the_four_norms_and_wrong_shapes():
+    norm = torch.linalg.matrix_norm
+
+    def four(W_V, W_O, W_Q, W_K):
+        product = norm(W_V @ W_O @ W_K @ W_Q.T)
+        return float(product / (norm(W_V) * norm(W_O) * norm(W_Q) * norm(W_K)))
+
+    with pytest.raises(AssertionError, match="norms of the two products"):
+        check_k_composition(four)
+    with pytest.raises(AssertionError, match="shapes do not fit"):
+        check_k_composition(lambda W_V, W_O, W_Q, W_K: float(norm(W_O @ W_V @ W_K @ W_Q.T)))
+
+
+def test_k_composition_is_checked_on_the_models_heads():
+    """Right on the hand-made heads, wrong on the model's: the pair is named."""
+    model = ch08._tiny_model(2)
+
+    def wrong_on_the_model(W_V, W_O, W_Q, W_K):
+        on_the_model = W_O.shape == (model.cfg.d_head, model.cfg.d_model)
+        return k_comp(W_V, W_O + 1.0 if on_the_model else W_O, W_Q, W_K)
+
+    with pytest.raises(AssertionError, match="on heads 0.0 -> 1.0"):
+        check_k_composition(wrong_on_the_model, model)

@@ -13,6 +13,7 @@ from minigpt.exercises.exercise import exercise
 from minigpt.exercises.solutions import ch08 as solutions
 from minigpt.interp import (
     composition_score,
+    composition_scores,
     first_token_stripe,
     head_ablation_hook,
     induction_stripe,
@@ -525,3 +526,122 @@ def check_positional_qk(
         f"Correct: your circuit equals minigpt.interp.positional_qk on a random GPT{on} "
         f"(atol {POSITIONAL_ATOL:g}, rtol {POSITIONAL_RTOL:g})."
     )
+
+
+K_COMPOSITION_ATOL = 1e-5  # scores lie in [0, 1]
+
+
+def _k_mistakes(W_V, W_O, W_Q, W_K) -> list[tuple[float, str]]:
+    """The scores that the usual wrong K-compositions give, each with its diagnosis."""
+    norm = torch.linalg.matrix_norm
+    ov, qk = W_V @ W_O, W_Q @ W_K.T
+    return [
+        (
+            composition_score(ov, qk),
+            "that is Q-composition, W_OV W_QK: B's queries reading A's output. B's keys read it "
+            "through W_K, so K-composition is W_OV (W_QK)^T = W_OV W_K W_Q^T",
+        ),
+        (
+            composition_score(qk.T, ov),
+            "the product is the wrong way round: A writes first, so W_OV comes first, "
+            "W_OV @ W_QK.T",
+        ),
+        (
+            float(norm(ov @ qk.T)),
+            "divide by ||W_OV||_F ||W_QK||_F, so that the score is at most 1",
+        ),
+        (
+            float(norm(ov @ qk.T) / (norm(W_V) * norm(W_O) * norm(W_Q) * norm(W_K))),
+            "normalise by the norms of the two products, ||W_OV||_F ||W_QK||_F, not of the four "
+            "matrices",
+        ),
+        (
+            float(norm(ov @ qk.T, ord=2) / (norm(ov) * norm(qk))),
+            "that is the spectral norm of the product: the score uses the Frobenius norm",
+        ),
+    ]
+
+
+def _k_failure(k_composition: Callable, weights: tuple, expected: float, where: str) -> None:
+    try:
+        with torch.no_grad():
+            got = float(k_composition(*weights))
+    except RuntimeError as err:
+        raise AssertionError(
+            f"{where}: the shapes do not fit ({str(err).splitlines()[0]}). W_OV = W_V @ W_O and "
+            "W_QK = W_Q @ W_K.T are both [d_model, d_model]"
+        ) from None
+    if abs(got - expected) <= K_COMPOSITION_ATOL:
+        return
+    mistakes = _k_mistakes(*weights)
+    cause = matching_mistake(got, mistakes, lambda a, b: abs(a - b) <= K_COMPOSITION_ATOL) or (
+        "||W_OV W_QK^T||_F / (||W_OV||_F ||W_QK||_F) with W_OV = W_V W_O, W_QK = W_Q W_K^T"
+    )
+    raise AssertionError(f"{where}: expected {expected:.5f}, got {got:.5f}. Likely cause: {cause}")
+
+
+def _folded_heads(model, layer_a: int = 0, layer_b: int = 1):
+    """Every pair's ``(W_V, W_O, W_Q, W_K)`` treated as ``composition_scores`` treats them:
+    ln1's gains folded in, head A's output centred. ``{(a, b): weights}``."""
+    a_attn, b_attn = model.blocks[layer_a].attn, model.blocks[layer_b].attn
+    g_a, g_b = model.blocks[layer_a].ln1.w[:, None], model.blocks[layer_b].ln1.w[:, None]
+    n = model.cfg.n_heads
+    pairs = {}
+    for a in range(n):
+        W_O = a_attn.W_O[a]
+        for b in range(n):
+            pairs[a, b] = tuple(
+                w.detach()
+                for w in (
+                    a_attn.W_V[a] * g_a,
+                    W_O - W_O.mean(-1, keepdim=True),
+                    b_attn.W_Q[b] * g_b,
+                    b_attn.W_K[b] * g_b,
+                )
+            )
+    return pairs
+
+
+@exercise(solutions.k_composition)
+def check_k_composition(k_composition: Callable, model=None, seed: int = 0) -> None:
+    """Check ``k_composition(W_V, W_O, W_Q, W_K) -> float``: the K-composition of a layer-0
+    head (``W_V``, ``W_O``) into a layer-1 head (``W_Q``, ``W_K``),
+    ``||W_OV W_QK^T||_F / (||W_OV||_F ||W_QK||_F)``, to 1e-5.
+
+    First a head that writes only where the reader's keys do not read, while its queries
+    do (K-composition 0, Q-composition not); then random heads, against
+    :func:`minigpt.interp.composition_score`; then, with ``model``, every pair of its
+    layer-0 and layer-1 heads, the matrices treated as ``composition_scores`` treats them,
+    against ``composition_scores(model, "K")``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d_model, d_head = 8, 2
+    W_V = torch.randn(d_model, d_head, generator=gen)
+    W_O = torch.zeros(d_head, d_model)
+    W_O[:, :4] = torch.randn(d_head, 4, generator=gen)  # head A writes into directions 0-3
+    W_Q = torch.zeros(d_model, d_head)
+    W_Q[:4] = torch.randn(4, d_head, generator=gen)  # B's queries read directions 0-3
+    W_K = torch.zeros(d_model, d_head)
+    W_K[4:] = torch.randn(4, d_head, generator=gen)  # B's keys read only directions 4-7
+    _k_failure(k_composition, (W_V, W_O, W_Q, W_K), 0.0, "head A writes where B's keys do not read")
+    for trial in range(3):
+        weights = tuple(
+            torch.randn(shape, generator=gen)
+            for shape in (
+                (d_model, d_head),
+                (d_head, d_model),
+                (d_model, d_head),
+                (d_model, d_head),
+            )
+        )
+        W_V, W_O, W_Q, W_K = weights
+        expected = composition_score(W_V @ W_O, (W_Q @ W_K.T).T)
+        _k_failure(k_composition, weights, expected, f"on random heads ({trial + 1} of 3)")
+    on = ""
+    if model is not None:
+        with torch.no_grad():
+            expected = composition_scores(model, "K")
+        for (a, b), weights in _folded_heads(model).items():
+            _k_failure(k_composition, weights, float(expected[a, b]), f"on heads 0.{a} -> 1.{b}")
+        on = f" and on the model's {len(expected.flatten())} pairs of heads"
+    print(f"Correct: that is the K-composition score, on hand-made heads{on}.")

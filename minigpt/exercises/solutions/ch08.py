@@ -64,3 +64,13 @@ def positional_qk(W_pos, W_Q, W_K, ln_w):
     q = centred @ (W_Q * ln_w[:, None])  # [n_ctx, d_head]: the gain folded in
     k = centred @ (W_K * ln_w[:, None])
     return q @ k.T / W_Q.shape[-1] ** 0.5  # as the attention scores are scaled
+
+
+def k_composition(W_V, W_O, W_Q, W_K):
+    """A layer-0 head's W_V [d_model, d_head], W_O [d_head, d_model] and a
+    layer-1 head's W_Q, W_K [d_model, d_head] -> the K-composition, a float."""
+    W_OV = W_V @ W_O  # [d_model, d_model]: what head A writes
+    W_QK = W_Q @ W_K.T  # [d_model, d_model]: query side by key side
+    product = W_OV @ W_QK.T  # A's output read by B's keys: W_OV W_K W_Q^T
+    norm = torch.linalg.matrix_norm  # Frobenius by default
+    return float(norm(product) / (norm(W_OV) * norm(W_QK)))
