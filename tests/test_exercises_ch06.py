@@ -122,6 +122,14 @@ def step_with(clip=True, zero="after", schedule="after", shift=True, window=Fals
     return step
 
 
+def shifted_twice(model, optimizer, tokens, scheduler, max_norm):
+    """next_token_loss, which shifts by itself, on logits already shifted."""
+    loss = next_token_loss(model(tokens[:, :-1]), tokens[:, 1:])
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 WRONG_STEPS = {
     "gradients accumulate": step_with(clip="before step", zero="never"),
     "not clipped before optimizer.step": step_with(clip="after step"),
@@ -131,6 +139,7 @@ WRONG_STEPS = {
     "step sees no gradient|did not move": step_with(clip="before step", zero="before step"),
     "no shift": step_with(clip="before step", shift=False),
     "whole window": step_with(clip="before step", window=True),
+    "shifted twice": shifted_twice,
     "must return the loss": lambda *args: None,
 }
 

@@ -326,12 +326,25 @@ def _check_steps(train_step: Callable, seed: int) -> None:
         generator = torch.Generator().manual_seed(cfg.seed)  # the run's first batch
         first = data.sample(cfg.batch_size, model.cfg.n_ctx, generator)
         with torch.no_grad():
-            unshifted = float(lm_loss(model(first[:, :-1]), first[:, :-1]))
+            logits = model(first[:, :-1])
+        wrong_losses = [
+            (
+                float(lm_loss(logits, first[:, :-1])),
+                "no shift: the logits at position p predict tokens[:, p + 1], so the targets "
+                "are tokens[:, 1:]",
+            ),
+            (
+                float(lm_loss(logits[:, :-1], first[:, 2:])),
+                "shifted twice: next_token_loss(logits, tokens) shifts by itself, so it wants "
+                "the logits of the whole tokens it is given; here the model reads "
+                "tokens[:, :-1], so take the cross-entropy against tokens[:, 1:] directly",
+            ),
+        ]
         hint = (
-            "no shift: the logits at position p predict tokens[:, p + 1], so the targets "
-            "are tokens[:, 1:]"
-            if math.isclose(got_losses[0], unshifted, rel_tol=1e-5)
-            else "the loss is the mean cross-entropy of model(tokens[:, :-1]) against tokens[:, 1:]"
+            matching_mistake(
+                got_losses[0], wrong_losses, lambda a, b: math.isclose(a, b, rel_tol=1e-5)
+            )
+            or "the loss is the mean cross-entropy of model(tokens[:, :-1]) against tokens[:, 1:]"
         )
         raise AssertionError(
             f"the loss of the first step is {got_losses[0]:.5f}, the package's "
