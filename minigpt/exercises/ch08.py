@@ -88,7 +88,7 @@ def _previous_token_mistakes(pattern: torch.Tensor) -> list[tuple[torch.Tensor, 
     ]
 
 
-def _previous_token_failure(got: torch.Tensor, pattern: torch.Tensor, where: str) -> None:
+def _check_previous_token_on(got: torch.Tensor, pattern: torch.Tensor, where: str) -> None:
     expected = previous_token_stripe(pattern).float()
     if tuple(got.shape) != tuple(expected.shape):
         raise AssertionError(
@@ -137,12 +137,12 @@ def check_previous_token_score(
     pattern = torch.cat([heads, _hand_made_patterns(seq, torch.Generator().manual_seed(2))], 1)
     with torch.no_grad():
         got = torch.as_tensor(previous_token_score(pattern))
-    _previous_token_failure(got, pattern, "on hand-made heads (a previous-token head first)")
+    _check_previous_token_on(got, pattern, "on hand-made heads (a previous-token head first)")
     patterns = [] if cache is None else _layer_patterns(cache)
     for layer, layer_pattern in enumerate(patterns):
         with torch.no_grad():
             got = torch.as_tensor(previous_token_score(layer_pattern))
-        _previous_token_failure(got, layer_pattern, f"on the model's layer {layer}")
+        _check_previous_token_on(got, layer_pattern, f"on the model's layer {layer}")
     on = f" and on the model's {len(patterns)} layers" if patterns else ""
     print(
         "Correct: that is the previous-token score (1 for a previous-token head, 0 for a "
@@ -472,7 +472,7 @@ def _tiny_model(seed: int) -> GPT:
     return model
 
 
-def _positional_failure(positional_qk: Callable, model, layer: int, head: int, where: str):
+def _check_positional_on(positional_qk: Callable, model, layer: int, head: int, where: str) -> None:
     attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
     weights = (model.pos_embed.W_pos, attn.W_Q[head], attn.W_K[head], ln1.w)
     with torch.no_grad():
@@ -518,9 +518,9 @@ def check_positional_qk(
     """
     tiny = _tiny_model(seed)
     for h in range(tiny.cfg.n_heads):
-        _positional_failure(positional_qk, tiny, 0, h, f"on head 0.{h} of a random GPT")
+        _check_positional_on(positional_qk, tiny, 0, h, f"on head 0.{h} of a random GPT")
     if model is not None:
-        _positional_failure(positional_qk, model, layer, head, f"on head {layer}.{head}")
+        _check_positional_on(positional_qk, model, layer, head, f"on head {layer}.{head}")
     on = f" and on head {layer}.{head} of the model" if model is not None else ""
     print(
         f"Correct: your circuit equals minigpt.interp.positional_qk on a random GPT{on} "
@@ -562,7 +562,9 @@ def _k_mistakes(W_V, W_O, W_Q, W_K) -> list[tuple[float, str]]:
     ]
 
 
-def _k_failure(k_composition: Callable, weights: tuple, expected: float, where: str) -> None:
+def _check_k_composition_on(
+    k_composition: Callable, weights: tuple, expected: float, where: str
+) -> None:
     try:
         with torch.no_grad():
             got = float(k_composition(*weights))
@@ -623,7 +625,9 @@ def check_k_composition(k_composition: Callable, model=None, seed: int = 0) -> N
     W_Q[:4] = torch.randn(4, d_head, generator=gen)  # B's queries read directions 0-3
     W_K = torch.zeros(d_model, d_head)
     W_K[4:] = torch.randn(4, d_head, generator=gen)  # B's keys read only directions 4-7
-    _k_failure(k_composition, (W_V, W_O, W_Q, W_K), 0.0, "head A writes where B's keys do not read")
+    _check_k_composition_on(
+        k_composition, (W_V, W_O, W_Q, W_K), 0.0, "head A writes where B's keys do not read"
+    )
     for trial in range(3):
         weights = tuple(
             torch.randn(shape, generator=gen)
@@ -636,12 +640,16 @@ def check_k_composition(k_composition: Callable, model=None, seed: int = 0) -> N
         )
         W_V, W_O, W_Q, W_K = weights
         expected = composition_score(W_V @ W_O, (W_Q @ W_K.T).T)
-        _k_failure(k_composition, weights, expected, f"on random heads ({trial + 1} of 3)")
+        _check_k_composition_on(
+            k_composition, weights, expected, f"on random heads ({trial + 1} of 3)"
+        )
     on = ""
     if model is not None:
         with torch.no_grad():
             expected = composition_scores(model, "K")
         for (a, b), weights in _folded_heads(model).items():
-            _k_failure(k_composition, weights, float(expected[a, b]), f"on heads 0.{a} -> 1.{b}")
+            _check_k_composition_on(
+                k_composition, weights, float(expected[a, b]), f"on heads 0.{a} -> 1.{b}"
+            )
         on = f" and on the model's {len(expected.flatten())} pairs of heads"
     print(f"Correct: that is the K-composition score, on hand-made heads{on}.")
