@@ -512,8 +512,8 @@ def check_positional_qk(
     """Check ``positional_qk(W_pos, W_Q, W_K, ln_w) -> [n_ctx, n_ctx]`` for one head.
 
     Against :func:`minigpt.interp.positional_qk` (W_pos centred, ln1's gain folded into W_Q
-    and W_K, divided by ``sqrt(d_head)``), to atol 1e-5 and rtol 1e-4: on every head of a
-    small random GPT whose LayerNorm gains and mean positional embedding are far from 1 and
+    and W_K, divided by ``sqrt(d_head)``), to atol 1e-5 and rtol 1e-4: on every head of the
+    first layer of a small random GPT whose LayerNorm gains and mean positional embedding are far from 1 and
     0, then on head ``head`` of layer ``layer`` of ``model`` when it is given.
     """
     tiny = _tiny_model(seed)
