@@ -187,3 +187,17 @@ def test_a_solution_reads_like_the_stub_it_answers():
             for name in re.findall(r"^def (\w+)\(", source, re.M):
                 stub = inspect.signature(namespace[name])
                 assert stub == inspect.signature(getattr(module, name)), (path.name, name)
+
+
+def test_the_intro_lists_exactly_what_the_reader_writes():
+    """book/intro.md's "you write" column names each chapter's exercises, no more, no less."""
+    rows = re.findall(r"^\| \[[^\]]+\]\((\d\d)_\w+\.ipynb\) \| ([^|]+) \|", _intro(), re.M)
+    assert [number for number, _ in rows] == [p.name[:2] for p in _chapters()]
+    for number, written in rows:
+        listed = set(re.findall(r"`(\w+)`", written))
+        importlib.import_module(f"minigpt.exercises.ch{number}")
+        assert listed == set(ex.EXERCISES.get(f"minigpt.exercises.ch{number}", {})), number
+
+
+def _intro():
+    return (BOOK / "intro.md").read_text()
