@@ -248,6 +248,31 @@ def test_the_german_wikipedia_preset_on_a_local_copy_in_the_hubs_layout(
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
 
 
+@pytest.mark.slow  # GPT-2 small's init, one step and a 1.5 GB checkpoint: about 20-40 s
+def test_the_gpt2_preset_on_a_local_copy_of_openwebtext(tmp_path, capsys, monkeypatch):
+    """``--preset gpt2`` with only the location changed: a folder laid out as
+    Skylion007/openwebtext (one configuration, a ``text`` column), streamed, tokenized with
+    GPT-2's tokenizer and trained on by GPT-2 small itself, for one step of one short window
+    (the recipe's batch is for a GPU)."""
+    from small_corpus import articles, write_hub_dataset
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    folder = write_hub_dataset(tmp_path / "openwebtext", {"plain_text": articles(12, "en")},
+                               shards=2, column="text")  # fmt: skip
+    out = tmp_path / "run"
+    args = ["--preset", "gpt2", "--data", str(folder), "--out", str(out), "--batch-size", "1",
+            "--grad-accum", "1", "--n-ctx", "16", "--max-steps", "1", "--warmup-steps", "1",
+            "--eval-interval", "1", "--no-compile", "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "finished at step 1" in capsys.readouterr().out
+    from minigpt.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(out / "checkpoint.pt")
+    cfg = checkpoint.model_config
+    assert (cfg.n_layers, cfg.d_model, cfg.d_vocab) == (12, 768, 50257)  # GPT-2 small
+    assert "plain_text/train-00000-of-00002.parquet" in checkpoint.meta["data_record"]["files"]
+
+
 def _free_port() -> int:
     import socket
 
