@@ -470,14 +470,15 @@ def _stub_count(notebook: Path) -> int:
     )
 
 
-# For each check's output on the page: whether it reports its stub unwritten; and every
+# How many checks on the page report their stub unwritten (a cell may check two); every
 # solution's fold, with whether it is open.
 EXERCISES_JS = """
 const outputs = Array.from(document.querySelectorAll('div.cell_output'));
 return {
-  unwritten: outputs.filter(o => o.innerText.includes('is not written yet:')).length,
+  unwritten: outputs.map(o => o.textContent.split('is not written yet:').length - 1)
+    .reduce((a, b) => a + b, 0),
   solutions: Array.from(document.querySelectorAll('details.minigpt-solution')).map(d => d.open),
-  report: (outputs.map(o => o.innerText).find(t => t.startsWith('Your exercises')) || ''),
+  report: (outputs.map(o => o.textContent.trim()).find(t => t.startsWith('Your exercises')) || ''),
 };
 """
 
@@ -489,7 +490,13 @@ def test_the_site_was_built_with_every_stub_unwritten(chapter, browser, base_url
     stub is not written yet, lets the solution stand in, and the solution stays folded."""
     stubs = _stub_count(ROOT / "book" / f"{chapter}.ipynb")
     browser.get(f"{base_url}/{chapter}.html")
-    found = browser.execute_script(EXERCISES_JS)
+    deadline = time.monotonic() + FIGURE_TIMEOUT_S
+    while True:  # the page can still be arriving when get() returns: wait for its end
+        found = browser.execute_script(EXERCISES_JS)
+        complete = browser.execute_script("return document.readyState") == "complete"
+        if complete and (found["report"] or not stubs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert found["unwritten"] == stubs, found
     assert found["solutions"] == [False] * len(found["solutions"]), "a solution is open"
     if stubs:
