@@ -6,7 +6,7 @@ model and loads the tokens: the command line (``minigpt-train --preset tiny``) a
 :func:`minigpt.zoo.shakespeare_model` both start their runs this way.
 
 * ``tiny``: a 2-layer, 128-wide model on Shakespeare with the 4,096-token tokenizer of
-  chapter 1; about two minutes on two CPU cores; the model the other chapters load.
+  chapter 1; under half a minute on two CPU cores; the model the other chapters load.
 * ``seed``: the seed project's 6-layer, 256-wide model on Pile-10k with GPT-2's tokenizer.
 * ``seed-de``: the same model and settings on German Wikipedia (``wikimedia/wikipedia``,
   configuration ``20231101.de``), the seed project's other corpus.
@@ -85,7 +85,7 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset(
             name="tiny",
-            description="2 layers, d_model 128, context 128, Shakespeare; ~2 min on 2 CPU cores",
+            description="2 layers, d_model 128, context 128, Shakespeare; ~25 s on 2 CPU cores",
             model=dict(d_model=128, n_heads=4, d_head=32, d_mlp=512, n_layers=2, n_ctx=128),
             train=TrainConfig(
                 max_steps=200,

@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m minigpt.train --preset tiny --out runs/tiny          # ~2 min on 2 CPU cores
+    python -m minigpt.train --preset tiny --out runs/tiny          # ~25 s on 2 CPU cores
     python -m minigpt.train --preset tiny --out runs/tiny --resume  # after Ctrl-C
     python -m minigpt.train --preset tiny --out runs/tiny --export runs/tiny-hf  # + HF folder
     torchrun --nproc_per_node 2 -m minigpt.train --preset seed --out runs/seed

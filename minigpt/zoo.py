@@ -4,7 +4,7 @@
 pays, for chapter 8 (about a minute to train, then cached the same way).
 
 :func:`shakespeare_model` gives the ``tiny`` preset trained on Shakespeare. The first call
-trains it (about two minutes on two CPU cores) into
+trains it (about 25 s on two CPU cores) into
 ``cache_dir()/checkpoints/shakespeare-tiny``; later calls load it. A run that was cut
 short is resumed, a checkpoint of an older preset or tokenizer is trained again, and a
 file lock makes processes that ask at the same time train it only once.
