@@ -150,6 +150,8 @@ def test_train_step_accepts_right_answers(capsys):
     assert capsys.readouterr().out.count("Correct") == 2
 
 
+# One wrong step calls the scheduler first on purpose; PyTorch warns about exactly that.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 @pytest.mark.parametrize("diagnosis", WRONG_STEPS)
 def test_train_step_diagnoses(diagnosis):
     with pytest.raises(AssertionError, match=diagnosis):
