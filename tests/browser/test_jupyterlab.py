@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_site import CHROME_FLAGS, REQUIRE_ENV, _find
+from test_site import REQUIRE_ENV, _find, open_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTER = "04_mlp.ipynb"
@@ -122,18 +122,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = _find("chromium", "chromium-browser", "google-chrome")
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-lab-profile')}")
-    driver = webdriver.Chrome(
-        options=options, service=Service(executable_path=_find("chromedriver"))
-    )
-    driver.set_page_load_timeout(90)
+    driver = open_chromium(tmp_path_factory.mktemp("chromium-lab-profile"))
     yield driver
     driver.quit()
 

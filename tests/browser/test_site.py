@@ -167,9 +167,9 @@ def test_the_checks_catch_a_broken_page(tmp_path_factory, request):
     assert cut == ["A title far wider than its figure"]
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    """Headless Chromium with a fresh profile, its console captured at every level."""
+def open_chromium(profile: Path):
+    """Headless Chromium with the fresh profile ``profile``, its console captured at every
+    level (the JupyterLab test drives the same browser)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -177,13 +177,20 @@ def browser(tmp_path_factory):
     options.binary_location = _find("chromium", "chromium-browser", "google-chrome")
     for flag in CHROME_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: selenium then never tries to download one.
     driver = webdriver.Chrome(
         options=options, service=Service(executable_path=_find("chromedriver"))
     )
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile, its console captured at every level."""
+    driver = open_chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
