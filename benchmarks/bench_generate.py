@@ -9,9 +9,9 @@ weights. Every float32 row must produce the same tokens (checked).
 
 A cached decode step reads every weight once (all but the embeddings, of which it reads a
 row) and the cache, so its speed is bounded by memory bandwidth. The same run measures the
-read bandwidth (a sum and a matrix-vector product over a 512 MB tensor, the faster counts,
-in every round) and prints each row's tokens/s as a fraction of that ceiling:
-``bandwidth / bytes read per token``.
+read bandwidth in every round, over a tensor of as many bytes as a step of that row's dtype
+reads (a sum, a matrix-vector and a vector-matrix product; the fastest counts), and prints
+each row's tokens/s as a fraction of that ceiling: ``bandwidth / bytes read per token``.
 
     python benchmarks/bench_generate.py                     # 200 new tokens on CPU
     python benchmarks/bench_generate.py --threads 1         # a CPU shared with other jobs
@@ -43,15 +43,24 @@ def timed_once(fn, device: torch.device) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
-def read_bandwidth(device: torch.device, megabytes: int = 512):
-    """A function measuring bytes/s read from memory: the faster of a sum and a
-    matrix-vector product over one ``megabytes`` float32 tensor (larger than any cache)."""
-    matrix = torch.randn(megabytes * 2**20 // 4 // 4096, 4096, device=device)
-    vector = torch.randn(4096, device=device)
+def read_bandwidth(device: torch.device):
+    """A function ``measure(nbytes)`` of the bytes/s this machine reads from a float32 tensor
+    of ``nbytes``: the fastest of a sum, a matrix-vector and a vector-matrix product over it.
 
-    def measure() -> float:
+    The tensor has the size of what a decode step reads, so whatever part of it the CPU's
+    caches hold counts in the ceiling as it does in the step (this machine's L3 cache is
+    480 MB, GPT-2 small's float32 weights 495 MB, its bf16 weights half that).
+    """
+    tensors = {}
+
+    def measure(nbytes: float) -> float:
+        rows = max(1, int(nbytes) // 4 // 4096)
+        if rows not in tensors:
+            tensors[rows] = (torch.randn(rows, 4096, device=device),
+                             torch.randn(4096, device=device), torch.randn(rows, device=device))  # fmt: skip
+        matrix, vector, row_vector = tensors[rows]
         best = float("inf")
-        for fn in (matrix.sum, lambda: matrix @ vector):
+        for fn in (matrix.sum, lambda: matrix @ vector, lambda: row_vector @ matrix):
             for _ in range(3):
                 seconds, _ = timed_once(fn, device)
                 best = min(best, seconds)
@@ -71,6 +80,29 @@ def bytes_per_token(model, prompt_tokens: int, new_tokens: int) -> float:
     cfg, size = model.cfg, next(model.parameters()).element_size()
     mean_length = prompt_tokens + new_tokens / 2
     return weights + 2 * cfg.n_layers * mean_length * cfg.d_model * size
+
+
+def products_alone(model, prompt):
+    """``k`` decode steps' matrix-vector products and nothing else (the same calls on the
+    same prepared weights as :func:`minigpt.decode_step.decode_step`): the bound that the
+    kernels themselves put on a step, against which the rest of the step is overhead."""
+    from minigpt.decode_step import DecodeWeights
+
+    prep = DecodeWeights(model)
+    x = {d: torch.randn(1, d, dtype=prep.dtype, device=prompt.device)
+         for d in (model.cfg.d_model, model.cfg.d_mlp)}  # fmt: skip
+    matrices = [(w, b) for layer in prep.layers for w, b in (layer[2:4], layer[4:6], layer[8:10],
+                layer[10:12])] + [(prep.W_U, prep.b_U)]  # fmt: skip
+    d_in = 1 if prep.transposed else 0  # W[d_out, d_in] or W[d_in, d_out]
+    inputs = [x[w.shape[d_in]] for w, _ in matrices]
+
+    def run(k):
+        for _ in range(k):
+            for (w, b), v in zip(matrices, inputs):
+                prep.product(v, w, b)
+        return prompt
+
+    return run
 
 
 def _rows(args, ref, model, prompt):
@@ -97,6 +129,7 @@ def _rows(args, ref, model, prompt):
             "bridge": "TransformerLens bridge"}  # fmt: skip
     for key in args.skip:
         rows.pop(skip[key])
+    rows[PRODUCTS] = (products_alone(model, prompt), model)
     if args.bf16:
         model16 = copy.deepcopy(model).to(torch.bfloat16)
         rows["minigpt, KV cache, bf16"] = (
@@ -106,7 +139,11 @@ def _rows(args, ref, model, prompt):
         if "hf" not in args.skip:
             hf16 = copy.deepcopy(ref.hf_model).to(torch.bfloat16)
             rows["Hugging Face generate, bf16"] = (hf_of(hf16), model16)
+        rows[PRODUCTS + ", bf16"] = (products_alone(model16, prompt), model16)
     return rows  # fmt: skip
+
+
+PRODUCTS = "minigpt, products alone"  # a bound, not a generator: its outputs are not tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,18 +181,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{n} new tokens, greedy, best of {args.repeats}")  # fmt: skip
     print(f"bf16 on this machine: {'native' if support.native else 'NOT native'}: "
           f"{support.reason}")  # fmt: skip
-    bandwidth = read_bandwidth(device)
+    measure = read_bandwidth(device)
+    # One ceiling per working set (float32 and bf16 steps read different amounts).
+    sizes = {bytes_per_token(m, args.prompt_tokens, n) for _, m in rows.values() if m is not None}
     for fn, _ in rows.values():
         fn(4)  # warm up (allocations, first-call overheads)
     results = {name: float("inf") for name in rows}
-    outputs, best_bandwidth = {}, bandwidth()
+    outputs, bandwidth = {}, {size: measure(size) for size in sizes}
     for _ in range(args.repeats):  # interleaved: load on a shared machine hits every row alike
         for name, (fn, _) in rows.items():
             seconds, out = timed_once(lambda fn=fn: fn(n), device)
             results[name], outputs[name] = min(results[name], seconds), out.to("cpu")
-        best_bandwidth = max(best_bandwidth, bandwidth())
-    _print_table(results, rows, n, args.prompt_tokens, best_bandwidth)
-    fp32 = [name for name in results if "bf16" not in name]
+        bandwidth = {size: max(bw, measure(size)) for size, bw in bandwidth.items()}
+    _print_table(results, rows, n, args.prompt_tokens, bandwidth)
+    fp32 = [name for name in results if "bf16" not in name and not name.startswith(PRODUCTS)]
     reference_tokens = outputs["minigpt, KV cache"]
     same = {name: torch.equal(outputs[name], reference_tokens) for name in fp32}
     print("same tokens as minigpt+cache: " + ", ".join(f"{k}: {v}" for k, v in same.items()))
@@ -168,11 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(same.values()) else 1
 
 
-def _print_table(results, rows, n: int, prompt_tokens: int, bandwidth: float) -> None:
+def _print_table(results, rows, n: int, prompt_tokens: int, bandwidth: dict) -> None:
     base = results["minigpt, KV cache"]
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (best round); ceiling = bandwidth / bytes "
-          "read per token")  # fmt: skip
-    print(f"{'implementation':<28} {'seconds':>8} {'tokens/s':>9} {'MB/token':>9} "
+    print("read bandwidth (best round) over as many bytes as a step reads: " + ", ".join(
+        f"{bw / 1e9:.1f} GB/s over {size / 1e6:.0f} MB" for size, bw in sorted(bandwidth.items())
+    ) + "; ceiling = bandwidth / bytes read per token")  # fmt: skip
+    print(f"{'implementation':<30} {'seconds':>8} {'tokens/s':>9} {'MB/token':>9} "
           f"{'ceiling':>8} {'of ceiling':>10} {'vs ours+cache':>14}")  # fmt: skip
     for name, seconds in results.items():
         tok_s, model = n / seconds, rows[name][1]
@@ -180,9 +220,9 @@ def _print_table(results, rows, n: int, prompt_tokens: int, bandwidth: float) ->
             mb, ceiling, frac = "n/a", "n/a", "n/a"
         else:
             per_token = bytes_per_token(model, prompt_tokens, n)
-            mb, top = f"{per_token / 1e6:.0f}", bandwidth / per_token
+            mb, top = f"{per_token / 1e6:.0f}", bandwidth[per_token] / per_token
             ceiling, frac = f"{top:.1f}", f"{100 * tok_s / top:.0f}%"
-        print(f"{name:<28} {seconds:>8.2f} {tok_s:>9.1f} {mb:>9} {ceiling:>8} {frac:>10} "
+        print(f"{name:<30} {seconds:>8.2f} {tok_s:>9.1f} {mb:>9} {ceiling:>8} {frac:>10} "
               f"{base / seconds:>13.2f}x")  # fmt: skip
 
 

@@ -71,8 +71,8 @@ SUPPORT = {"notebook", "exercises", "zoo", "device", "assets", "files"}
 # show the comparison tool catching a dropped bias before the reader builds anything.
 PREVIEWS = {"00": {"model", "formats/hf_model"}}
 # The model and the tokenizer the book teaches: none of them reaches the formats room.
-CORE = ("config", "embed", "attention", "kv_cache", "mlp", "layernorm", "block", "model", "bpe",
-        "tokenizer")  # fmt: skip
+CORE = ("config", "embed", "attention", "kv_cache", "mlp", "layernorm", "block", "model",
+        "decode_step", "bpe", "tokenizer")  # fmt: skip
 
 
 def _chapter_table() -> dict[str, list[str]]:
