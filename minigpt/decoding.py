@@ -104,11 +104,16 @@ class Decoder:
             self.cache = None  # sliding window from here on
             window = slice(self.length - self.n_ctx, None)
             mask = None if self.mask is None else self.mask[:, window]
-            return self.model(self.tokens[:, window], attention_mask=mask)[:, -1].float()
+            logits = self.model(self.tokens[:, window], attention_mask=mask, logits_to_keep=1)
+            return logits[:, -1].float()
         if self.cache is None:
-            return self.model(self.tokens, attention_mask=self.mask)[:, -1].float()
+            logits = self.model(self.tokens, attention_mask=self.mask, logits_to_keep=1)
+            return logits[:, -1].float()
         logits = self.model(
-            self.tokens[:, self._seen :], cache=self.cache, attention_mask=self.mask
+            self.tokens[:, self._seen :],
+            cache=self.cache,
+            attention_mask=self.mask,
+            logits_to_keep=1,
         )
         self._seen = self.length
         return logits[:, -1].float()  # a bf16 model samples from float32 scores

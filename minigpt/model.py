@@ -70,6 +70,7 @@ class GPT(nn.Module):
         tokens: Tensor,
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits ``[batch, pos, d_vocab]`` for integer ``tokens[batch, pos]``.
 
@@ -81,8 +82,18 @@ class GPT(nn.Module):
             attention_mask: ``[batch, cache.length + pos]``, 1 for real tokens and 0 for
                 (left) padding. Padded keys are never attended to, and positions count real
                 tokens only: ``(mask.cumsum(-1) - 1).clamp(min=0)``.
+            logits_to_keep: when > 0, only the logits of the last ``logits_to_keep``
+                positions are computed and returned (``[batch, logits_to_keep, d_vocab]``):
+                generation needs the last one, and the unembedding is the largest product
+                of a prompt's pass. 0 (the default) keeps them all.
         """
-        return self._run(tokens, cache, attention_mask, acts=None)
+        if (
+            not isinstance(logits_to_keep, int)
+            or isinstance(logits_to_keep, bool)
+            or (logits_to_keep < 0)
+        ):
+            raise ValueError(f"logits_to_keep={logits_to_keep!r} must be an integer >= 0")
+        return self._run(tokens, cache, attention_mask, acts=None, keep=logits_to_keep)
 
     def run_with_cache(
         self,
@@ -164,6 +175,7 @@ class GPT(nn.Module):
         cache: KVCache | None,
         attention_mask: Tensor | None,
         acts: dict[str, Tensor] | None,
+        keep: int = 0,
     ) -> Float[Tensor, "batch pos d_vocab"]:
         self.check_tokens(tokens, cache, attention_mask)
         batch, pos = tokens.shape
@@ -195,6 +207,8 @@ class GPT(nn.Module):
             if acts is not None:
                 acts.update({f"blocks.{i}.{name}": t for name, t in sub.items()})
         ln_acts = {} if acts is not None else None
+        if keep:
+            resid = resid[:, -keep:]  # each position is normalised and unembedded on its own
         logits = self.unembed(self.ln_final(resid, acts=ln_acts))
         if acts is not None:
             acts.update({f"ln_final.{name}": t for name, t in ln_acts.items()})

@@ -197,3 +197,21 @@ def test_init_is_seeded_and_gpt2_like():
     assert abs(a.blocks[0].mlp.W_out.std().item() - scaled) < 0.1 * scaled
     assert abs(a.blocks[0].attn.W_O.std().item() - scaled) < 0.1 * scaled
     assert torch.equal(a.blocks[0].ln1.w, torch.ones(64)) and not a.blocks[0].attn.b_Q.any()
+
+
+def test_logits_to_keep_computes_only_the_last_positions(small):
+    tokens = torch.randint(0, small.cfg.d_vocab, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = small(tokens)
+        for keep in (1, 3, 9, 20):  # more than pos keeps every position
+            got = small(tokens, logits_to_keep=keep)
+            assert got.shape == (2, min(keep, 9), small.cfg.d_vocab)
+            torch.testing.assert_close(got, full[:, -keep:], atol=1e-6, rtol=0)
+        cache = small.new_cache(2)
+        small(tokens[:, :5], cache=cache, logits_to_keep=1)
+        torch.testing.assert_close(
+            small(tokens[:, 5:], cache=cache, logits_to_keep=2), full[:, -2:], atol=1e-5, rtol=0
+        )
+    for bad in (-1, True):  # a float gets the same error, but the tests' type checker is first
+        with pytest.raises(ValueError, match=f"logits_to_keep={bad!r} must be an integer >= 0"):
+            small(tokens, logits_to_keep=bad)
