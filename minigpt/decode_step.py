@@ -9,7 +9,7 @@ fastest, and for each layer the fewest calls (LayerNorm, one product for the que
 and values, the cache append, fused attention, and products that land on the residual
 stream). Tested equal to the module path.
 
-Measured on an AMX Xeon with torch 2.13 (``benchmarks/bench_generate.py``): a float32
+Measured on a 2-core AMX Xeon with torch 2.13 (CONTRIBUTING.md has the numbers): a float32
 product ``x @ W`` reads ``W[d_in, d_out]`` (TransformerLens's layout, so the parameters
 themselves serve) faster than ``W[d_out, d_in] @ x``, while in bf16 the matrix-vector
 kernel ``addmv`` on ``W[d_out, d_in]`` is the fast one (1.5-1.8x float32 at batch 1) and
@@ -19,7 +19,7 @@ matrices take.
 
 The model uses this path only where it gives the same answer as the modules: one token per
 row, a cache, no attention mask, nothing recorded, no gradients, the ``"sdpa"``
-implementation, no PyTorch hooks on any module, and the package's own module classes
+implementation, no PyTorch hook on a module the pass calls, and the package's own classes
 (a reader's replacement for a block or an MLP is always run as written).
 """
 
